@@ -1,0 +1,139 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// MachineConfig is a machine's desired configuration (Fly's "config").
+type MachineConfig struct {
+	Image       string            `json:"image"`
+	Init        InitConfig        `json:"init,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	Guest       Guest             `json:"guest,omitempty"`
+	Services    []Service         `json:"services,omitempty"`
+	Restart     *RestartPolicy    `json:"restart,omitempty"`
+	Schedule    string            `json:"schedule,omitempty"`
+	SwapSizeMB  int               `json:"swap_size_mb,omitempty"`
+	AutoDestroy bool              `json:"auto_destroy,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	StopConfig  *StopConfig       `json:"stop_config,omitempty"`
+}
+
+// InitConfig says what process the machine runs.
+type InitConfig struct {
+	Exec       []string `json:"exec,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	Workdir    string   `json:"workdir,omitempty"` // torpor extension; Fly takes it from the image
+}
+
+// Guest is the machine's size.
+type Guest struct {
+	CPUKind  string `json:"cpu_kind,omitempty"`
+	CPUs     int    `json:"cpus,omitempty"`
+	MemoryMB int    `json:"memory_mb,omitempty"`
+	GPUs     int    `json:"gpus,omitempty"`
+	GPUKind  string `json:"gpu_kind,omitempty"`
+}
+
+// Service publishes a port of the machine through the proxy.
+type Service struct {
+	Protocol           string       `json:"protocol,omitempty"`
+	InternalPort       int          `json:"internal_port"`
+	Ports              []Port       `json:"ports,omitempty"`
+	Autostop           *Autostop    `json:"autostop,omitempty"`
+	Autostart          *bool        `json:"autostart,omitempty"`
+	MinMachinesRunning *int         `json:"min_machines_running,omitempty"`
+	Concurrency        *Concurrency `json:"concurrency,omitempty"`
+}
+
+// Port is a public port of a service.
+type Port struct {
+	Port     *int     `json:"port,omitempty"`
+	Handlers []string `json:"handlers,omitempty"`
+}
+
+// Concurrency bounds the load the proxy sends to one machine.
+type Concurrency struct {
+	Type      string `json:"type,omitempty"`
+	SoftLimit int    `json:"soft_limit,omitempty"`
+	HardLimit int    `json:"hard_limit,omitempty"`
+}
+
+// RestartPolicy says what happens when the machine's process exits on its own.
+type RestartPolicy struct {
+	Policy     string `json:"policy,omitempty"` // "no", "always", "on-failure"
+	MaxRetries int    `json:"max_retries,omitempty"`
+}
+
+// StopConfig sets the default stop signal and grace period.
+type StopConfig struct {
+	Timeout *Duration `json:"timeout,omitempty"`
+	Signal  *string   `json:"signal,omitempty"`
+}
+
+// Autostop is a service's idle policy: "off", "stop" or "suspend". Like Fly, it
+// also accepts the JSON booleans true ("stop") and false ("off").
+type Autostop string
+
+// Autostop values.
+const (
+	AutostopOff     Autostop = "off"
+	AutostopStop    Autostop = "stop"
+	AutostopSuspend Autostop = "suspend"
+)
+
+// UnmarshalJSON accepts "off", "stop", "suspend", true and false.
+func (a *Autostop) UnmarshalJSON(b []byte) error {
+	var flag bool
+	if err := json.Unmarshal(b, &flag); err == nil {
+		*a = AutostopOff
+		if flag {
+			*a = AutostopStop
+		}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("autostop must be \"off\", \"stop\", \"suspend\" or a boolean")
+	}
+	switch Autostop(s) {
+	case AutostopOff, AutostopStop, AutostopSuspend:
+		*a = Autostop(s)
+		return nil
+	}
+	return fmt.Errorf("autostop must be \"off\", \"stop\", \"suspend\" or a boolean, not %q", s)
+}
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string ("30s") and also accepts a number of seconds.
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string such as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads "30s" or 30 (seconds).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var n float64
+	if err := json.Unmarshal(b, &n); err == nil {
+		d.Duration = time.Duration(n * float64(time.Second))
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"30s\" or a number of seconds")
+	}
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
+		d.Duration = time.Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %v", s, err)
+	}
+	d.Duration = v
+	return nil
+}

@@ -1,0 +1,45 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Kind classifies an error for the API, which maps each kind to an HTTP status.
+type Kind int
+
+// Error kinds.
+const (
+	KindInternal     Kind = iota // 500
+	KindInvalid                  // 400: bad input; the message names the field and the rule
+	KindNotFound                 // 404
+	KindConflict                 // 409: the machine's state does not allow the operation
+	KindPrecondition             // 412: the machine is not eligible (e.g. for suspend)
+	KindTimeout                  // 408: wait timed out
+	KindUnavailable              // 503
+)
+
+// Error is an error with a Kind.
+type Error struct {
+	Kind Kind
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Errorf returns an *Error of the given kind.
+func Errorf(kind Kind, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+// KindOf returns the Kind of err, KindInternal if it has none.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindInternal
+}
+
+// IsNotFound reports whether err is a KindNotFound error.
+func IsNotFound(err error) bool { return KindOf(err) == KindNotFound }

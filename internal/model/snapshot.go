@@ -1,0 +1,30 @@
+package model
+
+import "time"
+
+// SnapshotState is where a snapshot is in its one-way life.
+type SnapshotState string
+
+// Snapshot states. A snapshot only moves forward: writing → sealed → claimed,
+// or to discarded from any state. A claimed snapshot is never claimed again.
+const (
+	SnapshotWriting   SnapshotState = "writing"
+	SnapshotSealed    SnapshotState = "sealed"
+	SnapshotClaimed   SnapshotState = "claimed"
+	SnapshotDiscarded SnapshotState = "discarded"
+)
+
+// Snapshot is the store's record of a machine's snapshot.
+type Snapshot struct {
+	ID             string        `json:"id"`
+	MachineID      string        `json:"machine_id"`
+	State          SnapshotState `json:"state"`
+	BootGeneration uint64        `json:"boot_generation"`
+	Runtime        string        `json:"runtime"`
+	RuntimeVersion string        `json:"runtime_version"`
+	Dir            string        `json:"dir"`
+	SizeBytes      int64         `json:"size_bytes"`
+	Checksum       string        `json:"checksum"`
+	CreatedAt      time.Time     `json:"created_at"`
+	ClaimedAt      time.Time     `json:"claimed_at,omitempty"`
+}
