@@ -1,0 +1,254 @@
+// Package snapshot owns snapshot images on disk: where a machine's snapshots
+// live, sealing a freshly written image (per-file SHA-256 checksums, runtime
+// version, boot generation, host), verifying a seal before restore, and the
+// rename that marks an image as claimed so it can never be restored twice.
+//
+// The rules about when a snapshot may be taken, restored or must be thrown
+// away are the machine package's; this package only guarantees that what it
+// verifies is exactly what was sealed.
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// SealFile is the name of the seal inside a snapshot directory.
+const SealFile = "seal.json"
+
+// claimedSuffix marks a directory whose snapshot has been claimed for restore.
+const claimedSuffix = ".claimed"
+
+// Seal describes a complete snapshot image. It is written last, so an image
+// without a seal is incomplete.
+type Seal struct {
+	SnapshotID     string            `json:"snapshot_id"`
+	MachineID      string            `json:"machine_id"`
+	BootGeneration uint64            `json:"boot_generation"`
+	Runtime        string            `json:"runtime"`
+	RuntimeVersion string            `json:"runtime_version"`
+	Host           string            `json:"host"`
+	CreatedAt      time.Time         `json:"created_at"`
+	Files          map[string]string `json:"files"` // name → sha256
+	SizeBytes      int64             `json:"size_bytes"`
+}
+
+// Checksum is a digest over every file's digest: one value naming the image.
+func (s Seal) Checksum() string {
+	names := make([]string, 0, len(s.Files))
+	for n := range s.Files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		fmt.Fprintf(h, "%s %s\n", s.Files[n], n)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Reasons a snapshot cannot be restored. Verify wraps one of these.
+var (
+	ErrMissing      = errors.New("snapshot missing")
+	ErrCorrupt      = errors.New("snapshot corrupt")
+	ErrWrongRuntime = errors.New("snapshot from another runtime version")
+	ErrWrongHost    = errors.New("snapshot from an incompatible host")
+	ErrStale        = errors.New("snapshot from an older boot generation")
+)
+
+// HostID identifies what a snapshot's CPU state depends on: the architecture
+// and the CPU feature flags. A snapshot only restores on a matching host.
+func HostID() string {
+	flags := ""
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, "flags") {
+				flags = line
+				break
+			}
+		}
+	}
+	sum := sha256.Sum256([]byte(flags))
+	return goruntime.GOARCH + "-" + hex.EncodeToString(sum[:8])
+}
+
+// Write seals the image in dir: it checksums every file and writes the seal
+// durably. The seal's Files and SizeBytes are filled in here.
+func Write(dir string, seal Seal) (Seal, error) {
+	files, size, err := checksumDir(dir, true)
+	if err != nil {
+		return seal, fmt.Errorf("seal %s: %w", dir, err)
+	}
+	seal.Files, seal.SizeBytes = files, size
+	data, err := json.MarshalIndent(seal, "", "  ")
+	if err != nil {
+		return seal, err
+	}
+	if err := writeFileSync(filepath.Join(dir, SealFile), data); err != nil {
+		return seal, fmt.Errorf("seal %s: %w", dir, err)
+	}
+	return seal, syncDir(dir)
+}
+
+// Verify checks that dir holds a complete, unmodified image sealed with want's
+// identity (machine, generation, runtime version, host) and checksum. The
+// error wraps ErrMissing, ErrCorrupt, ErrWrongRuntime, ErrWrongHost or ErrStale.
+func Verify(dir string, want Seal, checksum string) error {
+	data, err := os.ReadFile(filepath.Join(dir, SealFile))
+	if errors.Is(err, os.ErrNotExist) {
+		if _, statErr := os.Stat(dir); statErr != nil {
+			return fmt.Errorf("%w: %s does not exist", ErrMissing, dir)
+		}
+		return fmt.Errorf("%w: no seal in %s", ErrCorrupt, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	var got Seal
+	if err := json.Unmarshal(data, &got); err != nil {
+		return fmt.Errorf("%w: unreadable seal: %v", ErrCorrupt, err)
+	}
+	if err := compareIdentity(got, want); err != nil {
+		return err
+	}
+	if got.Checksum() != checksum {
+		return fmt.Errorf("%w: seal does not match the recorded checksum", ErrCorrupt)
+	}
+	return verifyFiles(dir, got.Files)
+}
+
+func compareIdentity(got, want Seal) error {
+	switch {
+	case got.SnapshotID != want.SnapshotID || got.MachineID != want.MachineID:
+		return fmt.Errorf("%w: seal names snapshot %s of machine %s", ErrCorrupt, got.SnapshotID, got.MachineID)
+	case got.BootGeneration != want.BootGeneration:
+		return fmt.Errorf("%w: taken in generation %d, machine is in %d", ErrStale, got.BootGeneration, want.BootGeneration)
+	case got.Runtime != want.Runtime || got.RuntimeVersion != want.RuntimeVersion:
+		return fmt.Errorf("%w: taken by %s %q, running %s %q", ErrWrongRuntime, got.Runtime, got.RuntimeVersion, want.Runtime, want.RuntimeVersion)
+	case got.Host != want.Host:
+		return fmt.Errorf("%w: taken on host %s, this is %s", ErrWrongHost, got.Host, want.Host)
+	}
+	return nil
+}
+
+func verifyFiles(dir string, want map[string]string) error {
+	got, _, err := checksumDir(dir, false)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	for name, sum := range want {
+		switch g, ok := got[name]; {
+		case !ok:
+			return fmt.Errorf("%w: file %s is missing", ErrCorrupt, name)
+		case g != sum:
+			return fmt.Errorf("%w: file %s does not match its checksum", ErrCorrupt, name)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			return fmt.Errorf("%w: unexpected file %s", ErrCorrupt, name)
+		}
+	}
+	return nil
+}
+
+// checksumDir returns the SHA-256 of every regular file in dir except the
+// seal; with sync it also flushes each file to disk.
+func checksumDir(dir string, sync bool) (map[string]string, int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	sums := map[string]string{}
+	var total int64
+	for _, e := range entries {
+		if e.Name() == SealFile || !e.Type().IsRegular() {
+			continue
+		}
+		sum, n, err := checksumFile(filepath.Join(dir, e.Name()), sync)
+		if err != nil {
+			return nil, 0, err
+		}
+		sums[e.Name()], total = sum, total+n
+	}
+	return sums, total, nil
+}
+
+func checksumFile(path string, sync bool) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			return "", 0, err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// Claim marks the image in dir as claimed by renaming it, and returns the new
+// path. The rename is atomic: of two claims of one directory, one fails.
+func Claim(dir string) (string, error) {
+	claimed := dir + claimedSuffix
+	if err := os.Rename(dir, claimed); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("%w: %s", ErrMissing, dir)
+		}
+		return "", fmt.Errorf("claim %s: %w", dir, err)
+	}
+	return claimed, syncDir(filepath.Dir(dir))
+}
+
+// Remove deletes a snapshot directory, claimed or not. Missing is not an error.
+func Remove(dir string) error {
+	if err := os.RemoveAll(dir + claimedSuffix); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,112 @@
+package snapshot
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func sealedImage(t *testing.T) (string, Seal) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "snap1")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "checkpoint.img"), []byte("kernel state"), 0o600)
+	os.WriteFile(filepath.Join(dir, "pages.img"), make([]byte, 1<<20), 0o600)
+	seal, err := Write(dir, Seal{SnapshotID: "snap1", MachineID: "m1", BootGeneration: 2,
+		Runtime: "gvisor", RuntimeVersion: "v1", Host: HostID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, seal
+}
+
+func TestVerifyAcceptsSealedImage(t *testing.T) {
+	dir, seal := sealedImage(t)
+	if seal.SizeBytes != 1<<20+int64(len("kernel state")) {
+		t.Errorf("size = %d", seal.SizeBytes)
+	}
+	if err := Verify(dir, seal, seal.Checksum()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(dir string, want *Seal, sum *string)
+		reason error
+	}{
+		{"flipped byte", func(dir string, _ *Seal, _ *string) {
+			f, _ := os.OpenFile(filepath.Join(dir, "pages.img"), os.O_WRONLY, 0)
+			f.WriteAt([]byte{1}, 4096)
+			f.Close()
+		}, ErrCorrupt},
+		{"truncated file", func(dir string, _ *Seal, _ *string) {
+			os.Truncate(filepath.Join(dir, "pages.img"), 10)
+		}, ErrCorrupt},
+		{"missing file", func(dir string, _ *Seal, _ *string) {
+			os.Remove(filepath.Join(dir, "checkpoint.img"))
+		}, ErrCorrupt},
+		{"extra file", func(dir string, _ *Seal, _ *string) {
+			os.WriteFile(filepath.Join(dir, "x"), nil, 0o600)
+		}, ErrCorrupt},
+		{"no seal", func(dir string, _ *Seal, _ *string) {
+			os.Remove(filepath.Join(dir, SealFile))
+		}, ErrCorrupt},
+		{"no directory", func(dir string, _ *Seal, _ *string) { os.RemoveAll(dir) }, ErrMissing},
+		{"other checksum", func(_ string, _ *Seal, sum *string) { *sum = "00" }, ErrCorrupt},
+		{"older generation", func(_ string, w *Seal, _ *string) { w.BootGeneration = 3 }, ErrStale},
+		{"other runtime", func(_ string, w *Seal, _ *string) { w.RuntimeVersion = "v2" }, ErrWrongRuntime},
+		{"other host", func(_ string, w *Seal, _ *string) { w.Host = "arm64-x" }, ErrWrongHost},
+		{"other machine", func(_ string, w *Seal, _ *string) { w.MachineID = "m2" }, ErrCorrupt},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir, seal := sealedImage(t)
+			want, sum := seal, seal.Checksum()
+			c.change(dir, &want, &sum)
+			if err := Verify(dir, want, sum); !errors.Is(err, c.reason) {
+				t.Fatalf("Verify = %v, want %v", err, c.reason)
+			}
+		})
+	}
+}
+
+func TestClaimOnlyOnce(t *testing.T) {
+	dir, seal := sealedImage(t)
+	claimed, err := Claim(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(claimed, seal, seal.Checksum()); err != nil {
+		t.Fatalf("claimed image no longer verifies: %v", err)
+	}
+	if _, err := Claim(dir); !errors.Is(err, ErrMissing) {
+		t.Fatalf("second claim = %v, want ErrMissing", err)
+	}
+	if err := Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(claimed); !os.IsNotExist(err) {
+		t.Fatalf("claimed dir survives Remove: %v", err)
+	}
+}
+
+func BenchmarkVerify64MiB(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "s")
+	os.Mkdir(dir, 0o700)
+	os.WriteFile(filepath.Join(dir, "pages.img"), make([]byte, 64<<20), 0o600)
+	seal, err := Write(dir, Seal{SnapshotID: "s"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(64 << 20)
+	for b.Loop() {
+		if err := Verify(dir, seal, seal.Checksum()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
