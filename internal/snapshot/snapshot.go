@@ -104,19 +104,9 @@ func Write(dir string, seal Seal) (Seal, error) {
 // identity (machine, generation, runtime version, host) and checksum. The
 // error wraps ErrMissing, ErrCorrupt, ErrWrongRuntime, ErrWrongHost or ErrStale.
 func Verify(dir string, want Seal, checksum string) error {
-	data, err := os.ReadFile(filepath.Join(dir, SealFile))
-	if errors.Is(err, os.ErrNotExist) {
-		if _, statErr := os.Stat(dir); statErr != nil {
-			return fmt.Errorf("%w: %s does not exist", ErrMissing, dir)
-		}
-		return fmt.Errorf("%w: no seal in %s", ErrCorrupt, dir)
-	}
+	got, err := ReadSeal(dir)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	var got Seal
-	if err := json.Unmarshal(data, &got); err != nil {
-		return fmt.Errorf("%w: unreadable seal: %v", ErrCorrupt, err)
+		return err
 	}
 	if err := compareIdentity(got, want); err != nil {
 		return err
@@ -125,6 +115,26 @@ func Verify(dir string, want Seal, checksum string) error {
 		return fmt.Errorf("%w: seal does not match the recorded checksum", ErrCorrupt)
 	}
 	return verifyFiles(dir, got.Files)
+}
+
+// ReadSeal reads the seal of the image in dir. The error wraps ErrMissing
+// when dir does not exist and ErrCorrupt when the seal is absent or unreadable.
+func ReadSeal(dir string) (Seal, error) {
+	var seal Seal
+	data, err := os.ReadFile(filepath.Join(dir, SealFile))
+	if errors.Is(err, os.ErrNotExist) {
+		if _, statErr := os.Stat(dir); statErr != nil {
+			return seal, fmt.Errorf("%w: %s does not exist", ErrMissing, dir)
+		}
+		return seal, fmt.Errorf("%w: no seal in %s", ErrCorrupt, dir)
+	}
+	if err != nil {
+		return seal, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err := json.Unmarshal(data, &seal); err != nil {
+		return seal, fmt.Errorf("%w: unreadable seal: %v", ErrCorrupt, err)
+	}
+	return seal, nil
 }
 
 func compareIdentity(got, want Seal) error {
@@ -251,4 +261,26 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// RemoveExcept deletes every image under parent except keep (when keepOK).
+// A claimed image (keep's renamed twin) is always deleted.
+func RemoveExcept(parent, keep string, keepOK bool) error {
+	entries, err := os.ReadDir(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		path := filepath.Join(parent, e.Name())
+		if keepOK && path == filepath.Clean(keep) {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,162 @@
+package machine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/runtime"
+	"github.com/torpor-dev/torpor/internal/snapshot"
+	"github.com/torpor-dev/torpor/internal/store"
+)
+
+// Recover reconciles every machine with what the runtime reports, after the
+// daemon (re)started: running sandboxes are adopted, machines whose sandbox
+// is gone are stopped, interrupted operations are resolved, and suspended
+// machines stay suspended. A snapshot claimed before the crash is never
+// restored (invariant 2).
+func (m *Manager) Recover(ctx context.Context) error {
+	var ms []model.Machine
+	err := m.store.View(func(tx *store.Tx) error {
+		var err error
+		ms, err = tx.Machines("")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, mc := range ms {
+		if mc.State == model.StateDestroyed {
+			continue
+		}
+		if err := m.recoverMachine(ctx, mc); err != nil {
+			m.log.Error("recover machine", "machine", mc.ID, "state", mc.State, "err", err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
+	unlock, err := m.lock(ctx, mc.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	status, err := m.rt.State(ctx, sandboxID(mc.ID))
+	if err != nil {
+		return err
+	}
+	running := status == runtime.StatusRunning
+	switch mc.State {
+	case model.StateStarted, model.StateStarting:
+		if running {
+			return m.adopt(ctx, mc)
+		}
+		return m.recoverStopped(ctx, mc, fmt.Sprintf("sandbox was %s when the daemon restarted", status))
+	case model.StateStopping:
+		return m.recoverStopped(ctx, mc, "stop interrupted by a daemon restart")
+	case model.StateSuspending:
+		if running {
+			return m.adopt(ctx, mc)
+		}
+		return m.finishSuspend(ctx, mc)
+	case model.StateSuspended:
+		if status != runtime.StatusAbsent {
+			m.rt.Kill(ctx, sandboxID(mc.ID))
+		}
+		return m.removeOrphanImages(mc.ID)
+	case model.StateDestroying:
+		return m.destroy(ctx, mc)
+	default: // created, stopped
+		if status != runtime.StatusAbsent {
+			return m.rt.Kill(ctx, sandboxID(mc.ID))
+		}
+	}
+	return nil
+}
+
+// adopt takes a running sandbox back under supervision. Any snapshot of the
+// machine is discarded: it either was restored already or belongs to an
+// interrupted suspend.
+func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
+	if err := m.ensureConsole(mc.ID); err != nil {
+		return err
+	}
+	if m.cfg.Network != nil {
+		if _, _, err := m.cfg.Network.Attach(ctx, mc.App, mc.ID); err != nil {
+			return err
+		}
+	}
+	m.supervise(mc.ID)
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateStarted
+		return tx.DeleteSnapshot(mc.ID)
+	}, event("recover", "started", model.SourceFlyd, map[string]any{"adopted": true, "previous_state": string(mc.State)}))
+	if err != nil {
+		return err
+	}
+	return m.discardSnapshotDirs(mc.ID)
+}
+
+// recoverStopped cleans up a machine whose sandbox is gone and leaves it stopped.
+func (m *Manager) recoverStopped(ctx context.Context, mc model.Machine, why string) error {
+	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+		return err
+	}
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateStopped
+		return tx.DeleteSnapshot(mc.ID)
+	}, event("recover", "stopped", model.SourceFlyd, map[string]any{"reason": why, "previous_state": string(mc.State)}))
+	if err != nil {
+		return err
+	}
+	return m.discardSnapshotDirs(mc.ID)
+}
+
+// finishSuspend resolves a suspend interrupted after the sandbox stopped: a
+// complete, sealed image makes the machine suspended; anything less is
+// discarded and the machine is stopped.
+func (m *Manager) finishSuspend(ctx context.Context, mc model.Machine) error {
+	var snap model.Snapshot
+	var ok bool
+	err := m.store.View(func(tx *store.Tx) error {
+		var err error
+		snap, ok, err = tx.Snapshot(mc.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !ok || snap.State != model.SnapshotWriting {
+		return m.recoverStopped(ctx, mc, "suspend interrupted by a daemon restart; no snapshot")
+	}
+	seal, err := snapshot.ReadSeal(snap.Dir)
+	if err == nil {
+		err = snapshot.Verify(snap.Dir, m.expectedSeal(mc, snap), seal.Checksum())
+	}
+	if err != nil {
+		return m.recoverStopped(ctx, mc, "suspend interrupted by a daemon restart: "+err.Error())
+	}
+	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
+	_, err = m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateSuspended
+		return tx.PutSnapshot(snap)
+	}, event("suspend", "suspended", model.SourceFlyd, map[string]any{"snapshot_id": snap.ID, "completed_after_restart": true}))
+	return err
+}
+
+// removeOrphanImages deletes image directories of a suspended machine other
+// than its current snapshot's (claimed or half-written leftovers).
+func (m *Manager) removeOrphanImages(id string) error {
+	var snap model.Snapshot
+	var ok bool
+	err := m.store.View(func(tx *store.Tx) error {
+		var err error
+		snap, ok, err = tx.Snapshot(id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return snapshot.RemoveExcept(m.snapshotsDir(id), snap.Dir, ok)
+}

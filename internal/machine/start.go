@@ -1,0 +1,257 @@
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/runtime"
+	"github.com/torpor-dev/torpor/internal/snapshot"
+	"github.com/torpor-dev/torpor/internal/store"
+)
+
+// Start starts a machine: a suspended one is resumed from its snapshot (or
+// cold-started, with the reason in its events, when that is impossible); a
+// created or stopped one is cold-started.
+func (m *Manager) Start(ctx context.Context, app, id string) (model.StartResponse, error) {
+	unlock, err := m.lock(ctx, id)
+	if err != nil {
+		return model.StartResponse{}, err
+	}
+	defer unlock()
+	mc, err := m.machine(app, id)
+	if err != nil {
+		return model.StartResponse{}, err
+	}
+	resp := model.StartResponse{PreviousState: mc.State}
+	switch mc.State {
+	case model.StateSuspended:
+		resp.FromSnapshot, err = m.resume(ctx, mc)
+	case model.StateCreated, model.StateStopped:
+		_, err = m.coldStart(ctx, mc, "")
+	case model.StateStarted:
+		return resp, model.Errorf(model.KindConflict, "machine %s is already started", id)
+	default:
+		return resp, model.Errorf(model.KindConflict, "machine %s is %s and cannot be started", id, mc.State)
+	}
+	return resp, err
+}
+
+// coldStart boots the machine from its config in a new boot generation,
+// which invalidates every snapshot taken before (invariant 1). reason, if
+// set, says why a resume fell back to it.
+func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string) (model.Machine, error) {
+	begin := time.Now()
+	mc, err := m.commit(mc.ID, func(tx *store.Tx, mc *model.Machine) error {
+		mc.State = model.StateStarting
+		mc.BootGeneration++
+		mc.InstanceID = newID(8)
+		return tx.DeleteSnapshot(mc.ID)
+	})
+	if err != nil {
+		return mc, err
+	}
+	if err := m.discardSnapshotDirs(mc.ID); err != nil {
+		return m.failStart(mc, "discard old snapshots", err)
+	}
+	spec, err := m.prepare(ctx, mc)
+	if err != nil {
+		return m.failStart(mc, "prepare sandbox", err)
+	}
+	if err := m.rt.Boot(ctx, spec); err != nil {
+		return m.failStart(mc, "boot", err)
+	}
+	m.supervise(mc.ID)
+	details := map[string]any{"from_snapshot": false, "boot_generation": mc.BootGeneration,
+		"duration_ms": time.Since(begin).Milliseconds()}
+	typ := "start"
+	if reason != "" {
+		typ, details["reason"] = "resume", reason
+	}
+	return m.commit(mc.ID, setState(model.StateStarted), event(typ, "started", model.SourceFlyd, details))
+}
+
+// failStart leaves a machine whose start failed stopped, and says why.
+func (m *Manager) failStart(mc model.Machine, step string, cause error) (model.Machine, error) {
+	m.endRun(mc.ID)
+	m.rt.Kill(context.Background(), sandboxID(mc.ID))
+	msg := fmt.Sprintf("start failed (%s): %v", step, cause)
+	mc, err := m.commit(mc.ID, setState(model.StateStopped),
+		event("start", "failed", model.SourceFlyd, map[string]any{"error": msg}))
+	if err != nil {
+		return mc, err
+	}
+	return mc, model.Errorf(model.KindInternal, "%s", msg)
+}
+
+// prepare readies everything a boot or restore needs: no stale sandbox,
+// network, console, bundle directory.
+func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, error) {
+	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+		return runtime.Spec{}, fmt.Errorf("remove stale sandbox: %w", err)
+	}
+	rootfs, err := m.rootfs(mc.Config.Image)
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	if err := os.MkdirAll(m.bundleDir(mc.ID), 0o700); err != nil {
+		return runtime.Spec{}, err
+	}
+	if err := m.ensureConsole(mc.ID); err != nil {
+		return runtime.Spec{}, fmt.Errorf("console: %w", err)
+	}
+	spec := runtime.Spec{
+		ID:       sandboxID(mc.ID),
+		Bundle:   m.bundleDir(mc.ID),
+		RootFS:   rootfs,
+		Args:     command(&mc.Config),
+		Cwd:      mc.Config.Init.Workdir,
+		Hostname: mc.ID,
+		CPUs:     mc.Config.Guest.CPUs,
+		MemoryMB: mc.Config.Guest.MemoryMB,
+		Console:  m.consolePath(mc.ID),
+	}
+	if m.cfg.Network != nil {
+		ns, ip, err := m.cfg.Network.Attach(ctx, mc.App, mc.ID)
+		if err != nil {
+			return spec, fmt.Errorf("network: %w", err)
+		}
+		spec.NetNS = ns
+		if mc.PrivateIP != ip.String() {
+			if mc, err = m.commit(mc.ID, func(_ *store.Tx, rec *model.Machine) error {
+				rec.PrivateIP = ip.String()
+				return nil
+			}); err != nil {
+				return spec, err
+			}
+		}
+	}
+	spec.Env = m.environ(mc)
+	return spec, nil
+}
+
+// environ is the process environment: config.env plus what Fly provides.
+func (m *Manager) environ(mc model.Machine) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"FLY_MACHINE_ID=" + mc.ID,
+		"FLY_APP_NAME=" + mc.App,
+		"FLY_REGION=" + m.cfg.Region,
+		"FLY_PRIVATE_IP=" + mc.PrivateIP,
+		"FLY_IMAGE_REF=" + mc.Config.Image,
+	}
+	keys := make([]string, 0, len(mc.Config.Env))
+	for k := range mc.Config.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+mc.Config.Env[k])
+	}
+	return env
+}
+
+// resume restores a suspended machine from its snapshot, enforcing the
+// snapshot invariants; when the snapshot cannot be used it cold-starts and
+// records why. It reports whether the machine was resumed from the snapshot.
+func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
+	begin := time.Now()
+	snap, dir, err := m.claim(mc)
+	if err != nil {
+		_, cerr := m.coldStart(ctx, mc, err.Error())
+		return false, cerr
+	}
+	spec, err := m.prepare(ctx, mc)
+	if err == nil {
+		err = m.rt.Restore(ctx, spec, dir)
+	}
+	if err != nil {
+		m.rt.Kill(context.Background(), sandboxID(mc.ID))
+		snapshot.Remove(snap.Dir)
+		_, cerr := m.coldStart(ctx, mc, "restore failed: "+err.Error())
+		return false, cerr
+	}
+	m.supervise(mc.ID)
+	snapshot.Remove(snap.Dir)
+	_, err = m.commit(mc.ID, func(tx *store.Tx, mc *model.Machine) error {
+		mc.State = model.StateStarted
+		return tx.DeleteSnapshot(mc.ID)
+	}, event("resume", "started", model.SourceFlyd, map[string]any{
+		"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
+		"duration_ms": time.Since(begin).Milliseconds(),
+	}))
+	return true, err
+}
+
+// claim takes the machine's snapshot for restore, at most once (invariant
+// 2): the claim is committed in the store, then the image directory is
+// renamed, then its seal and checksums are verified. Whatever happens after,
+// the snapshot is never claimed again. The error says why the snapshot
+// cannot be used (invariant 5); the machine is then left starting.
+func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, error) {
+	var snap model.Snapshot
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateStarting
+		s, ok, err := tx.Snapshot(mc.ID)
+		if err != nil || !ok {
+			return errors.Join(err, errNoSnapshot)
+		}
+		snap = s
+		if s.State != model.SnapshotSealed {
+			return fmt.Errorf("%w (state %s)", errUnusable, s.State)
+		}
+		s.State, s.ClaimedAt = model.SnapshotClaimed, time.Now().UTC()
+		return tx.PutSnapshot(s)
+	})
+	switch {
+	case errors.Is(err, errNoSnapshot):
+		m.commit(mc.ID, setState(model.StateStarting))
+		return snap, "", errors.New("snapshot missing: no snapshot record")
+	case errors.Is(err, errUnusable):
+		m.commit(mc.ID, setState(model.StateStarting))
+		return snap, "", fmt.Errorf("snapshot already claimed or unsealed: %v", err)
+	case err != nil:
+		return snap, "", err
+	}
+	m.fault("after-claim-commit")
+	dir, err := snapshot.Claim(snap.Dir)
+	if err != nil {
+		return snap, "", err
+	}
+	m.fault("after-claim")
+	if err := snapshot.Verify(dir, m.expectedSeal(mc, snap), snap.Checksum); err != nil {
+		snapshot.Remove(snap.Dir)
+		return snap, "", err
+	}
+	return snap, dir, nil
+}
+
+var (
+	errNoSnapshot = errors.New("no snapshot")
+	errUnusable   = errors.New("snapshot not restorable")
+)
+
+// expectedSeal is the identity a snapshot of mc must carry to be restored
+// here and now: this machine, this boot generation, this runtime, this host.
+func (m *Manager) expectedSeal(mc model.Machine, snap model.Snapshot) snapshot.Seal {
+	return snapshot.Seal{
+		SnapshotID:     snap.ID,
+		MachineID:      mc.ID,
+		BootGeneration: mc.BootGeneration,
+		Runtime:        m.rt.Name(),
+		RuntimeVersion: m.rt.Version(),
+		Host:           m.hostID,
+	}
+}
+
+// discardSnapshotDirs deletes every snapshot image of the machine.
+func (m *Manager) discardSnapshotDirs(id string) error {
+	if err := os.RemoveAll(m.snapshotsDir(id)); err != nil {
+		return err
+	}
+	return nil
+}

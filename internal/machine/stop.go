@@ -1,0 +1,144 @@
+package machine
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/store"
+)
+
+// Stop stops a machine. A started machine gets the stop signal and is killed
+// if it has not exited within the timeout; a suspended machine's snapshot is
+// discarded (invariant 3). Stopping a stopped machine succeeds.
+func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopRequest) error {
+	unlock, err := m.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	mc, err := m.machine(app, id)
+	if err != nil {
+		return err
+	}
+	switch mc.State {
+	case model.StateStarted:
+		return m.stopRunning(ctx, mc, req)
+	case model.StateSuspended:
+		return m.discardSuspended(mc, model.StateStopped, "stop")
+	case model.StateStopped, model.StateCreated:
+		return nil
+	}
+	return model.Errorf(model.KindConflict, "machine %s is %s and cannot be stopped", id, mc.State)
+}
+
+// stopRunning signals the sandbox, waits for it to exit, kills it if it does
+// not, and leaves the machine stopped.
+func (m *Manager) stopRunning(ctx context.Context, mc model.Machine, req model.StopRequest) error {
+	signal, timeout := m.stopParams(mc.Config, req)
+	if _, err := m.commit(mc.ID, setState(model.StateStopping)); err != nil {
+		return err
+	}
+	r := m.currentRun(mc.ID)
+	m.endRun(mc.ID)
+	exited := false
+	if r != nil && m.rt.Signal(ctx, sandboxID(mc.ID), signal) == nil {
+		select {
+		case <-r.done:
+			exited = true
+		case <-time.After(timeout):
+		case <-ctx.Done():
+		}
+	}
+	if err := m.rt.Kill(context.Background(), sandboxID(mc.ID)); err != nil {
+		m.log.Warn("kill", "machine", mc.ID, "err", err)
+	}
+	details := map[string]any{"signal": signal, "exited_after_signal": exited}
+	if exited {
+		details["exit_code"] = r.status.Code
+	}
+	_, err := m.commit(mc.ID, setState(model.StateStopped), event("stop", "stopped", model.SourceUser, details))
+	return err
+}
+
+func (m *Manager) stopParams(cfg model.MachineConfig, req model.StopRequest) (string, time.Duration) {
+	signal, timeout := "SIGINT", m.cfg.StopTimeout
+	if sc := cfg.StopConfig; sc != nil {
+		if sc.Signal != nil && *sc.Signal != "" {
+			signal = *sc.Signal
+		}
+		if sc.Timeout != nil && sc.Timeout.Duration > 0 {
+			timeout = sc.Timeout.Duration
+		}
+	}
+	if req.Signal != "" {
+		signal = req.Signal
+	}
+	if req.Timeout.Duration > 0 {
+		timeout = req.Timeout.Duration
+	}
+	return signal, timeout
+}
+
+// discardSuspended throws a suspended machine's snapshot away — the record
+// first, then the image — and moves the machine to state.
+func (m *Manager) discardSuspended(mc model.Machine, state model.State, op string) error {
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = state
+		return tx.DeleteSnapshot(mc.ID)
+	}, event(op, string(state), model.SourceUser, map[string]any{"snapshot_discarded": true}))
+	if err != nil {
+		return err
+	}
+	return m.discardSnapshotDirs(mc.ID)
+}
+
+// Destroy removes a machine and everything it has on disk. A started machine
+// is only destroyed with force.
+func (m *Manager) Destroy(ctx context.Context, app, id string, force bool) error {
+	unlock, err := m.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	mc, err := m.machine(app, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case mc.State == model.StateDestroyed:
+		return nil
+	case mc.State == model.StateStarted && !force:
+		return model.Errorf(model.KindConflict, "machine %s is started; stop it first or destroy with force=true", id)
+	}
+	return m.destroy(ctx, mc)
+}
+
+func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateDestroying
+		return tx.DeleteSnapshot(mc.ID)
+	})
+	if err != nil {
+		return err
+	}
+	m.endRun(mc.ID)
+	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+		return err
+	}
+	m.closeConsole(mc.ID)
+	if m.cfg.Network != nil {
+		if err := m.cfg.Network.Detach(ctx, mc.ID); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(m.machineDir(mc.ID)); err != nil {
+		return err
+	}
+	_, err = m.commit(mc.ID, func(_ *store.Tx, rec *model.Machine) error {
+		rec.State, rec.PrivateIP = model.StateDestroyed, ""
+		return nil
+	}, event("destroy", "destroyed", model.SourceUser, nil))
+	return err
+}

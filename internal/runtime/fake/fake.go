@@ -1,0 +1,216 @@
+// Package fake is an in-memory runtime.Runtime for unit tests of the machine
+// lifecycle. A sandbox's "memory" is a counter that a checkpoint writes into
+// the image directory and a restore reads back, so tests can tell a resume
+// from a cold start; every restore is recorded so tests can prove that no
+// image is restored twice. Failures are injected per operation.
+package fake
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/torpor-dev/torpor/internal/runtime"
+)
+
+// Runtime is the fake driver.
+type Runtime struct {
+	mu        sync.Mutex
+	sandboxes map[string]*Sandbox
+	version   string
+	fail      map[string]error
+	// Restores lists the image directories restored, in order.
+	Restores []string
+	// Boots counts cold boots.
+	Boots int
+}
+
+// Sandbox is one fake sandbox.
+type Sandbox struct {
+	Spec    runtime.Spec
+	Counter int // its "memory"
+	exited  chan struct{}
+	status  runtime.ExitStatus
+}
+
+// New returns a fake runtime reporting version.
+func New(version string) *Runtime {
+	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}}
+}
+
+// Fail makes the next call of op ("boot", "checkpoint", "restore") fail with err.
+func (r *Runtime) Fail(op string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fail[op] = err
+}
+
+func (r *Runtime) takeFailure(op string) error {
+	err := r.fail[op]
+	delete(r.fail, op)
+	return err
+}
+
+// Name implements runtime.Runtime.
+func (r *Runtime) Name() string { return "fake" }
+
+// Version implements runtime.Runtime.
+func (r *Runtime) Version() string { return r.version }
+
+// SetVersion changes the version, as an upgraded runtime would.
+func (r *Runtime) SetVersion(v string) { r.mu.Lock(); r.version = v; r.mu.Unlock() }
+
+// Boot implements runtime.Runtime.
+func (r *Runtime) Boot(ctx context.Context, spec runtime.Spec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.takeFailure("boot"); err != nil {
+		return err
+	}
+	if _, ok := r.sandboxes[spec.ID]; ok {
+		return fmt.Errorf("sandbox %s exists", spec.ID)
+	}
+	r.Boots++
+	r.sandboxes[spec.ID] = &Sandbox{Spec: spec, exited: make(chan struct{})}
+	return nil
+}
+
+// Tick advances a running sandbox's counter, as its app would.
+func (r *Runtime) Tick(id string, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sandboxes[id]; ok {
+		s.Counter += n
+	}
+}
+
+// Counter reads a running sandbox's counter (-1 if absent).
+func (r *Runtime) Counter(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sandboxes[id]; ok {
+		return s.Counter
+	}
+	return -1
+}
+
+// Exit makes a sandbox's process exit on its own with code.
+func (r *Runtime) Exit(id string, code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sandboxes[id]; ok {
+		r.stop(s, runtime.ExitStatus{Code: code})
+	}
+}
+
+func (r *Runtime) stop(s *Sandbox, st runtime.ExitStatus) {
+	select {
+	case <-s.exited:
+	default:
+		s.status = st
+		close(s.exited)
+	}
+}
+
+// Checkpoint implements runtime.Runtime.
+func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.takeFailure("checkpoint"); err != nil {
+		return err
+	}
+	s, ok := r.sandboxes[id]
+	if !ok {
+		return runtime.ErrNotFound
+	}
+	data := []byte(strconv.Itoa(s.Counter))
+	if err := os.WriteFile(filepath.Join(imageDir, "checkpoint.img"), data, 0o600); err != nil {
+		return err
+	}
+	r.stop(s, runtime.ExitStatus{Signal: "checkpoint"})
+	delete(r.sandboxes, id)
+	return nil
+}
+
+// Restore implements runtime.Runtime.
+func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Restores = append(r.Restores, imageDir)
+	if err := r.takeFailure("restore"); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(imageDir, "checkpoint.img"))
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(string(data))
+	if err != nil {
+		return err
+	}
+	r.sandboxes[spec.ID] = &Sandbox{Spec: spec, Counter: n, exited: make(chan struct{})}
+	return nil
+}
+
+// Signal implements runtime.Runtime: every signal ends the fake process.
+func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sandboxes[id]
+	if !ok {
+		return runtime.ErrNotFound
+	}
+	r.stop(s, runtime.ExitStatus{Signal: signal})
+	return nil
+}
+
+// Kill implements runtime.Runtime.
+func (r *Runtime) Kill(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sandboxes[id]; ok {
+		r.stop(s, runtime.ExitStatus{Signal: "SIGKILL"})
+		delete(r.sandboxes, id)
+	}
+	return nil
+}
+
+// Wait implements runtime.Runtime.
+func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
+	r.mu.Lock()
+	s, ok := r.sandboxes[id]
+	r.mu.Unlock()
+	if !ok {
+		return runtime.ExitStatus{}, runtime.ErrNotFound
+	}
+	select {
+	case <-s.exited:
+		return s.status, nil
+	case <-ctx.Done():
+		return runtime.ExitStatus{}, ctx.Err()
+	}
+}
+
+// State implements runtime.Runtime.
+func (r *Runtime) State(ctx context.Context, id string) (runtime.Status, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sandboxes[id]
+	if !ok {
+		return runtime.StatusAbsent, nil
+	}
+	select {
+	case <-s.exited:
+		return runtime.StatusStopped, nil
+	default:
+		return runtime.StatusRunning, nil
+	}
+}
+
+// Exec implements runtime.Runtime.
+func (r *Runtime) Exec(ctx context.Context, id string, args []string) ([]byte, error) {
+	return []byte(strconv.Itoa(r.Counter(id))), nil
+}
