@@ -1,0 +1,160 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/api/apitest"
+	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/model"
+)
+
+// serve starts the API over a fake on TCP and returns a client of it.
+func serve(t *testing.T, token string) (*client.Client, *apitest.Fake, string) {
+	t.Helper()
+	fake := apitest.NewFake()
+	srv := httptest.NewServer(api.New(fake, api.Config{Token: token}, nil))
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, fake, srv.URL
+}
+
+func TestNewAddresses(t *testing.T) {
+	good := []string{"unix:///run/torpor/torpor.sock", "/run/torpor.sock", "http://127.0.0.1:4280", "https://h:1", "localhost:4280"}
+	for _, addr := range good {
+		if _, err := client.New(addr, ""); err != nil {
+			t.Errorf("New(%q): %v", addr, err)
+		}
+	}
+	bad := []string{"", "unix://relative.sock", "ftp://host:1", "http://host:1/prefix", "justahost"}
+	for _, addr := range bad {
+		if _, err := client.New(addr, ""); err == nil {
+			t.Errorf("New(%q) accepted", addr)
+		}
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	c, _, _ := serve(t, "tok")
+	ctx := context.Background()
+	if err := c.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateApp(ctx, "web", "personal"); err != nil {
+		t.Fatal(err)
+	}
+	apps, err := c.ListApps(ctx)
+	if err != nil || len(apps) != 1 || apps[0].Name != "web" {
+		t.Fatalf("ListApps = %+v, %v", apps, err)
+	}
+	m, err := c.CreateMachine(ctx, "web", model.CreateMachineRequest{Config: model.MachineConfig{Image: "/rootfs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Suspend(ctx, "web", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	state, err := c.Wait(ctx, "web", m.ID, []model.State{model.StateSuspended, model.StateStopped}, 2*time.Second)
+	if err != nil || state != model.StateSuspended {
+		t.Fatalf("Wait = %q, %v", state, err)
+	}
+	resp, err := c.Start(ctx, "web", m.ID)
+	if err != nil || !resp.FromSnapshot {
+		t.Fatalf("Start = %+v, %v", resp, err)
+	}
+	if err := c.Stop(ctx, "web", m.ID, model.StopRequest{Signal: "SIGINT"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Cordon(ctx, "web", m.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetMachine(ctx, "web", m.ID)
+	if err != nil || got.State != model.StateStopped || !got.Cordoned {
+		t.Fatalf("GetMachine = %+v, %v", got, err)
+	}
+	updated, err := c.UpdateMachine(ctx, "web", m.ID, model.UpdateMachineRequest{Config: model.MachineConfig{Image: "/new"}, SkipLaunch: true})
+	if err != nil || updated.Config.Image != "/new" {
+		t.Fatalf("UpdateMachine = %+v, %v", updated, err)
+	}
+	events, err := c.Events(ctx, "web", m.ID)
+	if err != nil || len(events) == 0 {
+		t.Fatalf("Events = %+v, %v", events, err)
+	}
+	list, err := c.ListMachines(ctx, "web")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListMachines = %+v, %v", list, err)
+	}
+	if err := c.Destroy(ctx, "web", m.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteApp(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPIError(t *testing.T) {
+	c, _, url := serve(t, "tok")
+	_, err := c.GetMachine(context.Background(), "web", "nope")
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound || !strings.Contains(apiErr.Message, "not found") {
+		t.Fatalf("GetMachine error = %#v", err)
+	}
+
+	anon, err := client.New(url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = anon.ListApps(context.Background())
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
+		t.Fatalf("ListApps without token: %#v", err)
+	}
+}
+
+func TestWaitTimeout(t *testing.T) {
+	c, _, _ := serve(t, "")
+	ctx := context.Background()
+	if _, err := c.CreateApp(ctx, "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.CreateMachine(ctx, "web", model.CreateMachineRequest{Config: model.MachineConfig{Image: "/rootfs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Wait(ctx, "web", m.ID, []model.State{model.StateStopped}, 10*time.Millisecond)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusRequestTimeout {
+		t.Fatalf("Wait error = %#v", err)
+	}
+}
+
+func TestUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: api.New(apitest.NewFake(), api.Config{}, nil)}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	for _, addr := range []string{"unix://" + sock, sock} {
+		c, err := client.New(addr, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Health(context.Background()); err != nil {
+			t.Errorf("Health over %s: %v", addr, err)
+		}
+	}
+}
