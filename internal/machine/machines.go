@@ -55,6 +55,8 @@ func (m *Manager) Create(ctx context.Context, app string, req model.CreateMachin
 		return mc, err
 	}
 	defer unlock()
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	return m.coldStart(ctx, mc, "")
 }
 
@@ -84,6 +86,8 @@ func (m *Manager) Update(ctx context.Context, app, id string, req model.UpdateMa
 		return model.Machine{}, err
 	}
 	defer unlock()
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	mc, err := m.machine(app, id)
 	if err != nil {
 		return mc, err

@@ -121,7 +121,10 @@ func (m *Manager) Close() {
 }
 
 // lock takes the machine's operation lock, waiting for the operation in
-// progress (if any) to end. It fails when ctx ends first.
+// progress (if any) to end. It fails when ctx ends first. Once it holds the
+// lock, an operation runs to its end with ctx's values but without its
+// cancellation (see detach): a client that goes away must not leave a
+// checkpoint or restore half done.
 func (m *Manager) lock(ctx context.Context, id string) (unlock func(), err error) {
 	m.mu.Lock()
 	l, ok := m.locks[id]
@@ -184,5 +187,14 @@ func (m *Manager) fault(point string) {
 		m.cfg.Fault(point)
 	}
 }
+
+// detach returns a context for the work of an operation that holds its
+// machine's lock: not cancelled with the request, bounded by opTimeout.
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+}
+
+// opTimeout bounds one operation's runtime work (boot, checkpoint, restore).
+const opTimeout = 5 * time.Minute
 
 func nowMillis() int64 { return time.Now().UnixMilli() }

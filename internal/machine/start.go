@@ -23,6 +23,8 @@ func (m *Manager) Start(ctx context.Context, app, id string) (model.StartRespons
 		return model.StartResponse{}, err
 	}
 	defer unlock()
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	mc, err := m.machine(app, id)
 	if err != nil {
 		return model.StartResponse{}, err

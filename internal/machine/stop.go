@@ -18,6 +18,8 @@ func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopReques
 		return err
 	}
 	defer unlock()
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	mc, err := m.machine(app, id)
 	if err != nil {
 		return err
@@ -102,6 +104,8 @@ func (m *Manager) Destroy(ctx context.Context, app, id string, force bool) error
 		return err
 	}
 	defer unlock()
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	mc, err := m.machine(app, id)
 	if err != nil {
 		return err

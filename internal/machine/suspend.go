@@ -21,15 +21,17 @@ func (m *Manager) Suspend(ctx context.Context, app, id string) error {
 		return err
 	}
 	defer unlock()
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	mc, err := m.machine(app, id)
 	if err != nil {
 		return err
 	}
-	if mc.State != model.StateStarted {
-		return model.Errorf(model.KindConflict, "machine %s is %s; only a started machine can be suspended", id, mc.State)
-	}
 	if why := m.suspendIneligible(&mc.Config); why != "" {
 		return model.Errorf(model.KindPrecondition, "machine %s cannot be suspended: %s", id, why)
+	}
+	if mc.State != model.StateStarted {
+		return model.Errorf(model.KindConflict, "machine %s is %s; only a started machine can be suspended", id, mc.State)
 	}
 	return m.suspend(ctx, mc)
 }
