@@ -1,0 +1,470 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Config.
+var (
+	DefaultRange    = netip.MustParsePrefix("10.213.0.0/16")
+	DefaultNetnsDir = "/run/netns"
+)
+
+// Errors, to be matched with errors.Is.
+var (
+	ErrInvalid   = errors.New("invalid argument")
+	ErrExhausted = errors.New("address space exhausted")
+	ErrAppInUse  = errors.New("app still has attached machines")
+	ErrOtherApp  = errors.New("machine is attached to another app")
+	ErrClosed    = errors.New("manager closed")
+)
+
+// Config configures a Manager.
+type Config struct {
+	// Range is the private IPv4 range machines get their addresses from, one
+	// /24 per app (so it must be /24 or larger). It must not overlap any route
+	// of the host. Default DefaultRange (10.213.0.0/16).
+	Range netip.Prefix
+	// StateDir is where allocations persist (network.json); required. It is
+	// created (mode 0700) if missing.
+	StateDir string
+	// NetnsDir is where machine namespaces are bind-mounted. Default
+	// DefaultNetnsDir (/run/netns, where `ip netns` finds them).
+	NetnsDir string
+	// Isolate adds, for each app bridge, a rule that refuses to route packets
+	// from the bridge into Range, so that apps stay apart even if the host has
+	// IP forwarding enabled. See the package documentation.
+	Isolate bool
+	// HostNetns is the path of the namespace that holds the bridges and the
+	// host ends of the veth pairs. Empty means the daemon's own namespace;
+	// tests use it to work in a throw-away namespace.
+	HostNetns string
+	// Logger receives warnings (e.g. IP forwarding enabled on the host).
+	// Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Attachment describes a machine's network.
+type Attachment struct {
+	MachineID string
+	App       string
+	// NSPath is the bind-mounted network namespace, for the runtime spec
+	// (linux.namespaces of type network).
+	NSPath string
+	// IP is eth0's address inside the namespace.
+	IP netip.Addr
+	// Prefix is IP with the subnet's length (e.g. 10.213.7.2/24), as set on
+	// eth0; Prefix.Masked() is the app's subnet.
+	Prefix netip.Prefix
+	// Gateway is the app bridge's address, eth0's default route.
+	Gateway netip.Addr
+	// Bridge and HostVeth are the interface names on the host side.
+	Bridge   string
+	HostVeth string
+	// MAC is eth0's hardware address, derived from IP.
+	MAC net.HardwareAddr
+}
+
+// Manager allocates addresses and wires machines' namespaces. It is safe for
+// concurrent use; operations are serialized.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	st     *state
+	hostNS netns.NsHandle
+	host   *netlink.Handle
+	lock   *os.File // flock on StateDir/network.lock
+	closed bool
+}
+
+// New checks cfg, loads the persisted allocations and returns a Manager. It
+// refuses a Range that overlaps a route of the host namespace. It creates no
+// interface: Attach does, on demand.
+func New(cfg Config) (*Manager, error) {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger, hostNS: netns.None()}
+	if err := m.open(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	return m, nil
+}
+
+// withDefaults validates cfg and fills in defaults.
+func withDefaults(cfg Config) (Config, error) {
+	if !cfg.Range.IsValid() {
+		cfg.Range = DefaultRange
+	}
+	if !cfg.Range.Addr().Is4() || cfg.Range.Bits() > subnetBits || cfg.Range.Bits() < 8 {
+		return cfg, fmt.Errorf("%w: Range %s must be an IPv4 prefix between /8 and /%d", ErrInvalid, cfg.Range, subnetBits)
+	}
+	if cfg.Range.Masked() != cfg.Range {
+		return cfg, fmt.Errorf("%w: Range %s has host bits set (did you mean %s?)", ErrInvalid, cfg.Range, cfg.Range.Masked())
+	}
+	if !cfg.Range.Addr().IsPrivate() {
+		return cfg, fmt.Errorf("%w: Range %s is not a private (RFC 1918) range", ErrInvalid, cfg.Range)
+	}
+	if cfg.StateDir == "" {
+		return cfg, fmt.Errorf("%w: StateDir is required", ErrInvalid)
+	}
+	if cfg.NetnsDir == "" {
+		cfg.NetnsDir = DefaultNetnsDir
+	}
+	var err error
+	if cfg.StateDir, err = filepath.Abs(cfg.StateDir); err != nil {
+		return cfg, err
+	}
+	if cfg.NetnsDir, err = filepath.Abs(cfg.NetnsDir); err != nil {
+		return cfg, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg, nil
+}
+
+// open does New's work on the host: state lock, namespace handles, range
+// check, state, namespace directory, forwarding warning.
+func (m *Manager) open() error {
+	if err := os.MkdirAll(m.cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(m.cfg.StateDir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock: %w", err)
+	}
+	m.lock = lock
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("state dir %s is in use by another manager: %w", m.cfg.StateDir, err)
+	}
+	hostPath := m.cfg.HostNetns
+	if hostPath == "" {
+		hostPath = "/proc/self/ns/net"
+	}
+	if m.hostNS, err = netns.GetFromPath(hostPath); err != nil {
+		return fmt.Errorf("open host netns %s: %w", hostPath, err)
+	}
+	if m.host, err = netlink.NewHandleAt(m.hostNS); err != nil {
+		return fmt.Errorf("netlink handle in host netns: %w", err)
+	}
+	if err := checkRangeFree(m.host, m.cfg.Range); err != nil {
+		return err
+	}
+	if m.st, err = loadState(m.cfg.StateDir, m.cfg.Range); err != nil {
+		return err
+	}
+	if err := prepareNetnsDir(m.cfg.NetnsDir); err != nil {
+		return err
+	}
+	m.warnForwarding()
+	return nil
+}
+
+// warnForwarding logs when the host routes between interfaces, which would
+// let machines of different apps reach each other unless Isolate is set.
+func (m *Manager) warnForwarding() {
+	fwd, err := ipForwarding(m.hostNS)
+	switch {
+	case err != nil:
+		m.log.Warn("network: cannot read net.ipv4.ip_forward", "err", err)
+	case fwd && !m.cfg.Isolate:
+		m.log.Warn("network: net.ipv4.ip_forward is 1: the host routes between app subnets; set Isolate to refuse it")
+	case fwd:
+		m.log.Info("network: net.ipv4.ip_forward is 1; app bridges get isolation rules")
+	}
+}
+
+// Close releases the manager's handles and the state directory lock. It
+// leaves every interface and namespace in place.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.host != nil {
+		m.host.Close()
+		m.host = nil
+	}
+	if m.hostNS.IsOpen() {
+		m.hostNS.Close()
+	}
+	if m.lock != nil {
+		m.lock.Close() // releases the flock
+		m.lock = nil
+	}
+	return nil
+}
+
+// Attach gives machineID of app its network, creating or repairing whatever
+// is missing: address allocation (persisted), app bridge, namespace, veth
+// pair, and eth0's address and default route, which it always re-applies.
+// Call it before every sandbox create or restore.
+func (m *Manager) Attach(ctx context.Context, app, machineID string) (Attachment, error) {
+	a, err := m.attach(ctx, app, machineID)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("network: attach %s: %w", machineID, err)
+	}
+	return a, nil
+}
+
+func (m *Manager) attach(ctx context.Context, app, machineID string) (Attachment, error) {
+	if err := validApp(app); err != nil {
+		return Attachment{}, err
+	}
+	if err := validMachineID(machineID); err != nil {
+		return Attachment{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Attachment{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Attachment{}, ErrClosed
+	}
+	ms, err := m.allocate(app, machineID)
+	if err != nil {
+		return Attachment{}, err
+	}
+	a := m.attachment(machineID, ms)
+	return a, m.wire(a)
+}
+
+// allocate returns machineID's allocation, creating (and persisting) the
+// app's subnet and the machine's address if needed.
+func (m *Manager) allocate(app, machineID string) (machineState, error) {
+	if ms, ok := m.st.Machines[machineID]; ok {
+		if ms.App != app {
+			return ms, fmt.Errorf("%w: %s belongs to %q, not %q", ErrOtherApp, machineID, ms.App, app)
+		}
+		return ms, nil
+	}
+	next := m.st.clone()
+	as, ok := next.Apps[app]
+	if !ok {
+		busy, err := m.hostBusy()
+		if err != nil {
+			return machineState{}, err
+		}
+		subnet, err := next.allocSubnet(m.cfg.Range, busy)
+		if err != nil {
+			return machineState{}, err
+		}
+		as = appState{Subnet: subnet}
+		next.Apps[app] = as
+	}
+	ip, err := next.allocIP(as.Subnet)
+	if err != nil {
+		return machineState{}, err
+	}
+	ms := machineState{App: app, IP: ip}
+	next.Machines[machineID] = ms
+	if err := next.save(m.cfg.StateDir); err != nil {
+		return machineState{}, err
+	}
+	m.st = next
+	return ms, nil
+}
+
+// hostBusy returns a function that reports whether a route of the host
+// already covers part of a subnet (e.g. a bridge left over from a lost state
+// file); allocation skips such subnets.
+func (m *Manager) hostBusy() (func(netip.Prefix) bool, error) {
+	routes, err := routesIn(m.host, m.cfg.Range)
+	if err != nil {
+		return nil, err
+	}
+	return func(subnet netip.Prefix) bool {
+		for _, r := range routes {
+			if r.Dst.Overlaps(subnet) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// attachment describes a machine from its allocation.
+func (m *Manager) attachment(machineID string, ms machineState) Attachment {
+	subnet := m.st.Apps[ms.App].Subnet
+	return Attachment{
+		MachineID: machineID,
+		App:       ms.App,
+		NSPath:    filepath.Join(m.cfg.NetnsDir, netnsName(machineID)),
+		IP:        ms.IP,
+		Prefix:    netip.PrefixFrom(ms.IP, subnet.Bits()),
+		Gateway:   gatewayOf(subnet),
+		Bridge:    bridgeName(subnet),
+		HostVeth:  vethName(machineID),
+		MAC:       macFor(ms.IP),
+	}
+}
+
+// wire creates or repairs the kernel objects of a.
+func (m *Manager) wire(a Attachment) error {
+	subnet := a.Prefix.Masked()
+	br, err := ensureBridge(m.host, subnet)
+	if err != nil {
+		return err
+	}
+	if err := ensureIsolationRule(m.host, br.Attrs().Name, m.cfg.Range, m.cfg.Isolate); err != nil {
+		return err
+	}
+	created, err := ensureNetns(a.NSPath)
+	if err != nil {
+		return err
+	}
+	if created {
+		m.log.Debug("network: created netns", "machine", a.MachineID, "path", a.NSPath)
+	}
+	ns, err := netns.GetFromPath(a.NSPath)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", a.NSPath, err)
+	}
+	defer ns.Close()
+	nsh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", a.NSPath, err)
+	}
+	defer nsh.Close()
+	eth0, err := ensureVeth(m.host, nsh, ns, a.HostVeth, br, a.MAC)
+	if err != nil {
+		return err
+	}
+	return configureMachine(nsh, eth0, a.Prefix, a.Gateway)
+}
+
+// Detach removes machineID's veth pair and namespace and frees its address.
+// Detaching an unknown machine is not an error (leftover interfaces and
+// namespace, found by their derived names, are still removed).
+func (m *Manager) Detach(ctx context.Context, machineID string) error {
+	if err := m.detach(ctx, machineID); err != nil {
+		return fmt.Errorf("network: detach %s: %w", machineID, err)
+	}
+	return nil
+}
+
+func (m *Manager) detach(ctx context.Context, machineID string) error {
+	if err := validMachineID(machineID); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if err := deleteLink(m.host, vethName(machineID)); err != nil {
+		return err
+	}
+	if err := deleteNetns(filepath.Join(m.cfg.NetnsDir, netnsName(machineID))); err != nil {
+		return err
+	}
+	if _, ok := m.st.Machines[machineID]; !ok {
+		return nil
+	}
+	next := m.st.clone()
+	delete(next.Machines, machineID)
+	if err := next.save(m.cfg.StateDir); err != nil {
+		return err
+	}
+	m.st = next
+	return nil
+}
+
+// DeleteApp removes app's bridge (and isolation rule) and frees its subnet.
+// It fails with ErrAppInUse while machines of the app are attached; deleting
+// an unknown app is not an error.
+func (m *Manager) DeleteApp(ctx context.Context, app string) error {
+	if err := m.deleteApp(ctx, app); err != nil {
+		return fmt.Errorf("network: delete app %q: %w", app, err)
+	}
+	return nil
+}
+
+func (m *Manager) deleteApp(ctx context.Context, app string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	as, ok := m.st.Apps[app]
+	if !ok {
+		return nil
+	}
+	if n := m.machinesOf(app); n > 0 {
+		return fmt.Errorf("%w (%d)", ErrAppInUse, n)
+	}
+	br := bridgeName(as.Subnet)
+	if err := deleteIsolationRule(m.host, br); err != nil {
+		return err
+	}
+	if err := deleteLink(m.host, br); err != nil {
+		return err
+	}
+	next := m.st.clone()
+	delete(next.Apps, app)
+	if err := next.save(m.cfg.StateDir); err != nil {
+		return err
+	}
+	m.st = next
+	return nil
+}
+
+// machinesOf counts the machines allocated to app.
+func (m *Manager) machinesOf(app string) int {
+	n := 0
+	for _, ms := range m.st.Machines {
+		if ms.App == app {
+			n++
+		}
+	}
+	return n
+}
+
+// Lookup returns machineID's allocation as persisted. It does not check the
+// kernel objects: Attach does.
+func (m *Manager) Lookup(machineID string) (Attachment, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ms, ok := m.st.Machines[machineID]
+	if !ok {
+		return Attachment{}, false
+	}
+	return m.attachment(machineID, ms), true
+}
+
+// List returns every allocated machine, sorted by machine ID, e.g. for the
+// daemon to detach machines that no longer exist.
+func (m *Manager) List() []Attachment {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Attachment, 0, len(m.st.Machines))
+	for id, ms := range m.st.Machines {
+		out = append(out, m.attachment(id, ms))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MachineID < out[j].MachineID })
+	return out
+}
