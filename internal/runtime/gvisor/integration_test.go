@@ -1,0 +1,363 @@
+package gvisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/runtime"
+)
+
+// TestSuspendResume boots the counter app, checkpoints it, restores it and
+// checks that the counter (process memory) and a file written inside the
+// sandbox (overlay) survive, and that Wait, Exec and Kill behave.
+func TestSuspendResume(t *testing.T) {
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	con := newConsole(t)
+	spec := newSpec(t, rt, "ckpt", con.path, counterApp)
+
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, rt, spec.ID, runtime.StatusRunning)
+	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 5 })
+
+	// MemoryMB sizes the sandbox.
+	out, err := rt.Exec(ctx, spec.ID, []string{"python3", "-c", "print(open('/proc/meminfo').readline().split()[1])"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb, _ := strconv.Atoi(strings.TrimSpace(string(out))); kb != spec.MemoryMB<<10 {
+		t.Errorf("MemTotal inside = %q kB, want %d", out, spec.MemoryMB<<10)
+	}
+
+	// A file written inside the sandbox lands in the memory overlay.
+	marker := "/tmp/torpor-" + spec.ID
+	if out, err := rt.Exec(ctx, spec.ID, []string{"/bin/sh", "-c", "echo kept > " + marker + " && cat " + marker}); err != nil || strings.TrimSpace(string(out)) != "kept" {
+		t.Fatalf("Exec write: %q, %v", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(testRootFS, marker)); !os.IsNotExist(err) {
+		t.Fatalf("write inside the sandbox reached the host rootfs (stat: %v)", err)
+	}
+
+	// A Wait in progress when the sandbox is checkpointed says so.
+	waitErr := make(chan error, 1)
+	go func() { _, err := rt.Wait(ctx, spec.ID); waitErr <- err }()
+	time.Sleep(100 * time.Millisecond) // let runsc wait connect
+
+	image := t.TempDir()
+	if err := rt.Checkpoint(ctx, spec.ID, image); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, rt, spec.ID, runtime.StatusAbsent)
+	if _, err := os.Stat(filepath.Join(image, "checkpoint.img")); err != nil {
+		t.Fatalf("no image after Checkpoint: %v", err)
+	}
+	select {
+	case err := <-waitErr:
+		if !errors.Is(err, ErrCheckpointed) {
+			t.Fatalf("Wait during checkpoint = %v, want ErrCheckpointed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after the sandbox was checkpointed")
+	}
+
+	before := numbers(con.settle(200 * time.Millisecond))
+	last := before[len(before)-1]
+	t.Logf("checkpointed at counter %d; image %d bytes", last, dirSize(t, image))
+
+	if err := rt.Restore(ctx, spec, image); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, rt, spec.ID, runtime.StatusRunning)
+	waitFor(t, 20*time.Second, "counter output after restore", func() bool {
+		return len(numbers(con.snapshot())) >= len(before)+3
+	})
+	after := numbers(con.snapshot())[len(before):]
+	if after[0] != last+1 {
+		t.Fatalf("after restore the counter went on at %d, want %d (%v)", after[0], last+1, after)
+	}
+
+	// The overlay's contents came back with the image.
+	if out, err := rt.Exec(ctx, spec.ID, []string{"/bin/cat", marker}); err != nil || strings.TrimSpace(string(out)) != "kept" {
+		t.Fatalf("file written before checkpoint: %q, %v", out, err)
+	}
+	if out, err := rt.Exec(ctx, spec.ID, []string{"/bin/sh", "-c", "echo oops >&2; exit 3"}); err == nil || !strings.Contains(string(out), "oops") {
+		t.Fatalf("failing Exec: %q, %v (want an error and the output)", out, err)
+	}
+
+	// Wait returns once Kill has killed the process.
+	type result struct {
+		es  runtime.ExitStatus
+		err error
+	}
+	waited := make(chan result, 1)
+	go func() { es, err := rt.Wait(ctx, spec.ID); waited <- result{es, err} }()
+	time.Sleep(100 * time.Millisecond)
+	if err := rt.Kill(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-waited:
+		if res.err != nil {
+			t.Fatalf("Wait after Kill: %v", res.err)
+		}
+		t.Logf("Wait after Kill: %+v", res.es)
+		if res.es.Signal != "SIGKILL" && res.es.Code != -1 {
+			t.Errorf("Wait after Kill = %+v, want SIGKILL", res.es)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after Kill")
+	}
+	mustState(t, rt, spec.ID, runtime.StatusAbsent)
+	if err := rt.Kill(ctx, spec.ID); err != nil {
+		t.Fatalf("Kill of an absent sandbox: %v", err)
+	}
+	if _, err := rt.Wait(ctx, spec.ID); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("Wait on an absent sandbox = %v, want ErrNotFound", err)
+	}
+}
+
+// netProbe lists the network interfaces the sandbox sees and tries to reach
+// outside, then blocks until killed.
+const netProbe = `
+import socket, time
+ifaces = sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:])
+print('ifaces=' + ','.join(ifaces))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.connect(('1.1.1.1', 53))
+    print('outside=reachable')
+except OSError as e:
+    print('outside=' + str(e.errno))
+l = socket.socket()
+l.bind(('127.0.0.1', 0))
+l.listen(1)
+c = socket.create_connection(l.getsockname())
+print('loopback=ok')
+while True:
+    time.sleep(1)
+`
+
+// TestNetworkNone checks that a sandbox without a prepared namespace gets an
+// isolated one with loopback only, survives checkpoint/restore, and that a
+// regular-file console is appended to, not overwritten.
+func TestNetworkNone(t *testing.T) {
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	consoleFile := filepath.Join(t.TempDir(), "console.log")
+	if err := os.WriteFile(consoleFile, []byte("previous boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := newSpec(t, rt, "net", consoleFile, netProbe)
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string { b, _ := os.ReadFile(consoleFile); return string(b) }
+	waitFor(t, 20*time.Second, "probe output", func() bool { return strings.Contains(read(), "loopback=") })
+	out := read()
+	t.Logf("console:\n%s", out)
+	if !strings.HasPrefix(out, "previous boot\n") {
+		t.Errorf("console file was overwritten: %q", out)
+	}
+	if !strings.Contains(out, "ifaces=lo\n") || strings.Contains(out, "outside=reachable") {
+		t.Errorf("sandbox network is not loopback-only: %q", out)
+	}
+
+	// Booting the same ID again fails and leaves the running sandbox alone.
+	if err := rt.Boot(ctx, spec); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("second Boot of %s: %v, want already exists", spec.ID, err)
+	}
+	mustState(t, rt, spec.ID, runtime.StatusRunning)
+
+	// On the host side, the sandbox is not in our network namespace.
+	st, err := rt.state(ctx, spec.ID)
+	if err != nil || st == nil {
+		t.Fatalf("state: %+v, %v", st, err)
+	}
+	hostNS, _ := os.Readlink("/proc/self/ns/net")
+	sandboxNS, err := os.Readlink("/proc/" + strconv.Itoa(st.Pid) + "/ns/net")
+	if err != nil || sandboxNS == hostNS {
+		t.Fatalf("sandbox netns %q (err %v), host netns %q: want a separate namespace", sandboxNS, err, hostNS)
+	}
+
+	// Checkpoint and restore in this mode, then check again from inside.
+	image := t.TempDir()
+	if err := rt.Checkpoint(ctx, spec.ID, image); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Restore(ctx, spec, image); err != nil {
+		t.Fatal(err)
+	}
+	probe := `print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))`
+	got, err := rt.Exec(ctx, spec.ID, []string{"python3", "-c", probe})
+	if err != nil || strings.TrimSpace(string(got)) != "['lo']" {
+		t.Fatalf("interfaces after restore: %q, %v", got, err)
+	}
+
+	// Signal reaches the init process; Wait reports how it died.
+	waited := make(chan runtime.ExitStatus, 1)
+	go func() {
+		es, err := rt.Wait(ctx, spec.ID)
+		if err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+		waited <- es
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := rt.Signal(ctx, spec.ID, "SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case es := <-waited:
+		if es.Code != 143 || es.Signal != "SIGTERM" {
+			t.Errorf("Wait after SIGTERM = %+v, want 143/SIGTERM", es)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after SIGTERM")
+	}
+}
+
+// TestWaitExitCode checks Wait from another driver instance (as after a
+// daemon restart) on a process that exits by itself, and error reporting.
+func TestWaitExitCode(t *testing.T) {
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	con := newConsole(t)
+	spec := newSpec(t, rt, "exit", con.path, "import time, sys; print('bye', flush=True); time.sleep(1); sys.exit(3)")
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	other, err := New(rt.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Version() != rt.Version() || !strings.Contains(rt.Version(), "sha256:") {
+		t.Errorf("versions %q / %q", rt.Version(), other.Version())
+	}
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	if _, err := other.Wait(short, spec.ID); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait with an expiring context = %v, want DeadlineExceeded", err)
+	}
+	es, err := other.Wait(ctx, spec.ID)
+	if err != nil || es.Code != 3 || es.Signal != "" {
+		t.Fatalf("Wait = %+v, %v; want exit code 3", es, err)
+	}
+	if st, _ := rt.State(ctx, spec.ID); st != runtime.StatusStopped {
+		t.Errorf("State after exit = %s, want stopped", st)
+	}
+	// Waiting again, after the fact: the status is gone, but not the fact
+	// that the process exited.
+	es, err = rt.Wait(ctx, spec.ID)
+	t.Logf("second Wait: %+v, %v", es, err)
+	if err != nil || (es.Code != -1 && es.Code != 3) {
+		t.Errorf("second Wait = %+v, %v; want code -1 (unknown) or 3", es, err)
+	}
+	if err := rt.Signal(ctx, "no-such-sandbox", "SIGTERM"); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("Signal on an absent sandbox = %v, want ErrNotFound", err)
+	}
+}
+
+// TestBootFailure checks that a failed boot explains itself and leaves
+// nothing behind, and that Restore refuses a missing image.
+func TestBootFailure(t *testing.T) {
+	rt := newTestRuntime(t)
+	rt.cfg.Debug = true
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	con := newConsole(t)
+	spec := newSpec(t, rt, "fail", con.path, "")
+	spec.Args = []string{"/no/such/binary"}
+	err := rt.Boot(ctx, spec)
+	if err == nil {
+		t.Fatal("Boot of a missing binary succeeded")
+	}
+	t.Logf("Boot error: %v", err)
+	if !strings.Contains(err.Error(), "runsc run") {
+		t.Errorf("error does not name the runsc subcommand: %v", err)
+	}
+	mustState(t, rt, spec.ID, runtime.StatusAbsent)
+	if logs, _ := os.ReadDir(filepath.Join(spec.Bundle, "debug")); len(logs) == 0 {
+		t.Error("Config.Debug: no debug logs in the bundle")
+	}
+
+	err = rt.Restore(ctx, spec, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "checkpoint.img") {
+		t.Errorf("Restore from an empty dir: %v", err)
+	}
+}
+
+// TestNetworkSandbox boots into a prepared network namespace (a veth whose
+// peer sits in a second private namespace, never the host's, stands in for
+// what the network package sets up) and checks that the sandbox sees its
+// interface, before and after a checkpoint/restore.
+func TestNetworkSandbox(t *testing.T) {
+	rt := newTestRuntime(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command to prepare a network namespace")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := uniqueID("torpor-test")
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	ip("netns", "add", name+"-peer")
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name+"-peer").Run() })
+	ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0", "netns", name+"-peer")
+	// runsc moves the addresses into gVisor's netstack and strips them from
+	// the namespace's interfaces: they are (re)applied before each start.
+	setup := func() {
+		ip("-n", name, "addr", "replace", "192.168.251.7/24", "dev", "eth0")
+		ip("-n", name, "link", "set", "eth0", "up")
+		ip("-n", name, "link", "set", "lo", "up")
+	}
+	setup()
+
+	con := newConsole(t)
+	spec := newSpec(t, rt, "netns", con.path, counterApp)
+	spec.NetNS = "/run/netns/" + name
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	// Lists the interfaces and binds to the namespace's address (only
+	// possible if the sandbox's netstack has it).
+	probe := []string{"python3", "-c", `import socket
+print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(('192.168.251.7', 0))
+print('bound')`}
+	checkIfaces := func(when string) {
+		t.Helper()
+		out, err := rt.Exec(ctx, spec.ID, probe)
+		if err != nil || strings.TrimSpace(string(out)) != "['eth0', 'lo']\nbound" {
+			t.Fatalf("%s: %q, %v; want interfaces eth0 and lo, and the address bound", when, out, err)
+		}
+	}
+	checkIfaces("after boot")
+
+	image := t.TempDir()
+	if err := rt.Checkpoint(ctx, spec.ID, image); err != nil {
+		t.Fatal(err)
+	}
+	setup()
+	if err := rt.Restore(ctx, spec, image); err != nil {
+		t.Fatal(err)
+	}
+	checkIfaces("after restore")
+}

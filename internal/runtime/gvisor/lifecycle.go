@@ -1,0 +1,250 @@
+package gvisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/runtime"
+)
+
+// Timeouts for steps the caller's context may not bound tightly enough.
+const (
+	stopTimeout    = 30 * time.Second // sandbox exit after checkpoint or SIGKILL
+	cleanupTimeout = 30 * time.Second // delete --force after a failed boot/restore
+)
+
+// Boot writes config.json and runs the sandbox detached ("runsc run
+// --detach", i.e. create and start in one runsc invocation). It returns once
+// the process has been started.
+func (r *Runtime) Boot(ctx context.Context, spec runtime.Spec) error {
+	if err := validateSpec(spec); err != nil {
+		return err
+	}
+	if err := writeConfig(spec); err != nil {
+		return err
+	}
+	return r.startSandbox(ctx, spec, "run", "--detach", "--bundle="+spec.Bundle, spec.ID)
+}
+
+// Restore writes config.json (the same as Boot's for the same spec) and
+// restores the sandbox from the image in imageDir. It returns once the
+// process runs again. The container's stdio goes to spec.Console, as after
+// Boot.
+func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir string) error {
+	if err := validateSpec(spec); err != nil {
+		return err
+	}
+	if err := checkImage(imageDir); err != nil {
+		return err
+	}
+	if err := writeConfig(spec); err != nil {
+		return err
+	}
+	return r.startSandbox(ctx, spec, "restore", r.restoreArgs(spec, imageDir)...)
+}
+
+// restoreArgs returns the arguments of "runsc restore".
+//
+// No --background by default: with it runsc returns before all pages are
+// loaded and keeps loading them in the sandbox afterwards. On these hosts it
+// saved little (see BenchmarkLifecycle), and it has costs: a failure to load
+// pages is no longer reported by Restore (the sandbox dies later), the image
+// must stay readable after Restore returns, and it only works on
+// uncompressed images.
+func (r *Runtime) restoreArgs(spec runtime.Spec, imageDir string) []string {
+	args := []string{"--detach", "--bundle=" + spec.Bundle, "--image-path=" + imageDir}
+	if r.backgroundRestore {
+		args = append(args, "--background")
+	}
+	return append(args, spec.ID)
+}
+
+// startSandbox runs a runsc command that creates a sandbox (run or restore)
+// with the container's stdio wired to the console: stdin /dev/null, stdout
+// and stderr the console opened read-write. The sandbox inherits these, so
+// they must never be pipes we read to EOF. runsc's own diagnostics go to
+// files in the bundle; on failure their tail is in the error, and whatever
+// was half-created is deleted.
+func (r *Runtime) startSandbox(ctx context.Context, spec runtime.Spec, sub string, args ...string) error {
+	// Refuse an existing ID up front: the cleanup after a failure below
+	// would otherwise delete a sandbox that is not ours to delete.
+	st, err := r.state(ctx, spec.ID)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		return fmt.Errorf("gvisor: %s %s: sandbox already exists (%s)", sub, spec.ID, st.Status)
+	}
+	console, err := openConsole(spec.Console)
+	if err != nil {
+		return err
+	}
+	defer console.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("gvisor: %w", err)
+	}
+	defer devnull.Close()
+
+	extra := append(r.bundleFlags(spec.Bundle), networkFlag(spec.NetNS))
+	cmd := r.command(ctx, extra, sub, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, console, console
+	if err := cmd.Run(); err != nil {
+		r.cleanup(ctx, spec.ID)
+		return &Error{Subcommand: sub, Args: args, Err: ctxErr(ctx, err), Detail: logTail(filepath.Join(spec.Bundle, logFile))}
+	}
+	return nil
+}
+
+// openConsole opens the console for the container's stdout and stderr. A
+// FIFO is opened read-write, which never blocks and means the container's
+// writes never fail for want of a reader (they block when the FIFO is full
+// and nobody drains it). Anything else is opened for appending (created if
+// missing): gVisor writes to host files at their offset 0 otherwise. An
+// empty path means /dev/null.
+func openConsole(path string) (*os.File, error) {
+	if path == "" {
+		path = os.DevNull
+	}
+	flags := os.O_RDWR
+	if fi, err := os.Stat(path); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		flags = os.O_WRONLY | os.O_APPEND | os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: opening console: %w", err)
+	}
+	return f, nil
+}
+
+// checkImage checks that imageDir holds a checkpoint image.
+func checkImage(imageDir string) error {
+	if !filepath.IsAbs(imageDir) {
+		return fmt.Errorf("gvisor: image dir %q must be an absolute path", imageDir)
+	}
+	if _, err := os.Stat(filepath.Join(imageDir, "checkpoint.img")); err != nil {
+		return fmt.Errorf("gvisor: no checkpoint image in %s: %w", imageDir, err)
+	}
+	return nil
+}
+
+// cleanup force-deletes what a failed run/restore may have left, with its
+// own deadline since ctx may be the reason it failed.
+func (r *Runtime) cleanup(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_, _ = r.run(ctx, "delete", "--force", id)
+}
+
+// Checkpoint saves the sandbox to imageDir (which must exist and be empty)
+// with "runsc checkpoint", waits for the sandbox to stop (runsc returns
+// before it has), then deletes it. On success imageDir holds the image.
+//
+// Beware: the sandbox does not survive a checkpoint that fails once it has
+// started saving (gVisor kills it whatever the outcome), so on error the
+// sandbox may be stopped or gone.
+func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
+	if err := checkEmptyDir(imageDir); err != nil {
+		return err
+	}
+	st, err := r.state(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return fmt.Errorf("gvisor: checkpoint %s: %w", id, runtime.ErrNotFound)
+	}
+	mark := filepath.Join(st.Bundle, checkpointMark)
+	if err := os.WriteFile(mark, []byte(strconv.Itoa(st.Pid)), 0o600); err != nil {
+		return fmt.Errorf("gvisor: writing checkpoint marker: %w", err)
+	}
+	stopped := watchPid(st.Pid)
+	defer stopped.Close()
+
+	args := []string{"--image-path=" + imageDir, id}
+	cmd := r.command(ctx, r.bundleFlags(st.Bundle), "checkpoint", args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if !processExited(st.Pid) {
+			// Failed before saving began: the sandbox still runs. (Once saving
+			// has begun gVisor stops the sandbox even on failure; the marker
+			// then stays and a pending Wait reports ErrCheckpointed rather
+			// than a made-up exit.)
+			_ = os.Remove(mark)
+		}
+		detail := string(out) + logTail(filepath.Join(st.Bundle, logFile))
+		return &Error{Subcommand: "checkpoint", Args: args, Err: ctxErr(ctx, err), Detail: detail}
+	}
+	// runsc only returns once the image is written, so if the sandbox does
+	// not stop within stopTimeout, delete --force stops it; but if ctx ends
+	// first the caller gets the sandbox back as it is.
+	if err := stopped.Wait(ctx, stopTimeout); err != nil && ctx.Err() != nil {
+		return fmt.Errorf("gvisor: waiting for sandbox %s to stop after checkpoint: %w", id, err)
+	}
+	if _, err := r.run(ctx, "delete", "--force", id); err != nil && !isNotExist(err) {
+		return err
+	}
+	return checkImage(imageDir)
+}
+
+// checkEmptyDir checks that dir is an existing, empty directory.
+func checkEmptyDir(dir string) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("gvisor: image dir %q must be an absolute path", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("gvisor: image dir: %w", err)
+	}
+	if len(entries) != 0 {
+		return fmt.Errorf("gvisor: image dir %s is not empty", dir)
+	}
+	return nil
+}
+
+// Signal sends signal (a name such as "SIGTERM" or "TERM", or a number) to
+// the sandbox's init process.
+func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
+	if signal == "" {
+		return errors.New("gvisor: empty signal")
+	}
+	if _, err := r.run(ctx, "kill", id, signal); err != nil {
+		if isNotExist(err) {
+			return fmt.Errorf("gvisor: signal %s: %w", id, runtime.ErrNotFound)
+		}
+		return err
+	}
+	return nil
+}
+
+// Kill sends SIGKILL, gives the sandbox a moment to exit (so that a
+// concurrent Wait sees the exit status), then deletes it with "runsc delete
+// --force". An absent sandbox is not an error.
+func (r *Runtime) Kill(ctx context.Context, id string) error {
+	st, err := r.state(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return nil
+	}
+	// A paused sandbox would only see the signal once resumed: delete it
+	// straight away.
+	if st.Pid > 0 && st.Status == string(runtime.StatusRunning) {
+		stopped := watchPid(st.Pid)
+		defer stopped.Close()
+		// Errors are fine: the process may be exiting already; delete --force
+		// below is what must succeed.
+		if _, err := r.run(ctx, "kill", id, "KILL"); err == nil {
+			_ = stopped.Wait(ctx, 5*time.Second)
+		}
+	}
+	if _, err := r.run(ctx, "delete", "--force", id); err != nil && !isNotExist(err) {
+		return err
+	}
+	return nil
+}

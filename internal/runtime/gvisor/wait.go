@@ -1,0 +1,238 @@
+package gvisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/torpor-dev/torpor/internal/runtime"
+)
+
+// ErrCheckpointed is returned by Wait when the sandbox it waited on was
+// checkpointed: its process did not exit, it was saved (and may be restored).
+var ErrCheckpointed = errors.New("sandbox was checkpointed")
+
+// containerState is the JSON printed by "runsc state".
+type containerState struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Pid    int    `json:"pid"` // the sandbox process; -1 once stopped
+	Bundle string `json:"bundle"`
+}
+
+// state runs "runsc state"; it returns nil (and no error) if the sandbox
+// does not exist.
+func (r *Runtime) state(ctx context.Context, id string) (*containerState, error) {
+	out, err := r.run(ctx, "state", id)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var st containerState
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("gvisor: runsc state %s: parsing %q: %w", id, out, err)
+	}
+	if st.Status != string(runtime.StatusStopped) && processExited(st.Pid) {
+		// runsc checks the sandbox with kill(pid, 0), which succeeds on a
+		// zombie: an exited sandbox counts as running until whoever adopted
+		// it (init) reaps it, which can take seconds.
+		st.Status = string(runtime.StatusStopped)
+	}
+	return &st, nil
+}
+
+// processExited reports whether pid has exited: no such process, or a
+// zombie waiting to be reaped.
+func processExited(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	// The state field follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return false
+	}
+	state := data[i+2]
+	return state == 'Z' || state == 'X'
+}
+
+// State reports the sandbox's status as runsc sees it; StatusAbsent (and no
+// error) if runsc has no record of it.
+func (r *Runtime) State(ctx context.Context, id string) (runtime.Status, error) {
+	st, err := r.state(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if st == nil {
+		return runtime.StatusAbsent, nil
+	}
+	switch s := runtime.Status(st.Status); s {
+	case runtime.StatusCreated, runtime.StatusRunning, runtime.StatusPaused, runtime.StatusStopped:
+		return s, nil
+	default: // "creating" (mid-create) and anything newer
+		return runtime.StatusCreated, nil
+	}
+}
+
+// waitResult is the JSON printed by "runsc wait".
+type waitResult struct {
+	ID         string `json:"id"`
+	ExitStatus int    `json:"exitStatus"` // 128+signal if killed by a signal
+}
+
+// Wait blocks until the sandbox's init process exits, using "runsc wait",
+// which asks the sandbox itself and so works whichever daemon process booted
+// it. It returns:
+//   - the exit status; a signal death is reported as Code 128+n with Signal
+//     set (runsc cannot tell it apart from exit(128+n));
+//   - Code -1 (and no error) if the process had exited before anyone waited:
+//     runsc no longer knows the status;
+//   - ErrCheckpointed if the sandbox was checkpointed instead of exiting;
+//   - runtime.ErrNotFound if there is no such sandbox;
+//   - ctx's error if ctx ends first.
+func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
+	st, err := r.state(ctx, id)
+	if err != nil {
+		return runtime.ExitStatus{}, err
+	}
+	if st == nil {
+		return runtime.ExitStatus{}, fmt.Errorf("gvisor: wait %s: %w", id, runtime.ErrNotFound)
+	}
+	out, waitErr := r.run(ctx, "wait", id)
+	if ctx.Err() != nil {
+		return runtime.ExitStatus{}, ctx.Err()
+	}
+	// A checkpoint ends the sandbox as if its process had exited (status 0)
+	// or breaks runsc wait's connection: the marker tells them apart.
+	if checkpointedSandbox(st) {
+		return runtime.ExitStatus{}, fmt.Errorf("gvisor: wait %s: %w", id, ErrCheckpointed)
+	}
+	if waitErr != nil {
+		return r.waitFailed(ctx, id, waitErr)
+	}
+	var res waitResult
+	if err := json.Unmarshal(bytes.TrimSpace(out), &res); err != nil {
+		return runtime.ExitStatus{}, fmt.Errorf("gvisor: runsc wait %s: parsing %q: %w", id, out, err)
+	}
+	return exitStatus(res.ExitStatus), nil
+}
+
+// waitFailed decides what a failed "runsc wait" means: the sandbox stopped
+// (or was deleted) without runsc being able to report a status, or a real
+// error.
+func (r *Runtime) waitFailed(ctx context.Context, id string, waitErr error) (runtime.ExitStatus, error) {
+	st, err := r.state(ctx, id)
+	if err != nil {
+		return runtime.ExitStatus{}, errors.Join(waitErr, err)
+	}
+	if st == nil || st.Status == string(runtime.StatusStopped) {
+		return runtime.ExitStatus{Code: -1}, nil
+	}
+	return runtime.ExitStatus{}, waitErr
+}
+
+// checkpointedSandbox reports whether Checkpoint has been run on the sandbox
+// process st describes (the marker names the sandbox pid, so a marker left by
+// an earlier incarnation of the same ID does not count).
+func checkpointedSandbox(st *containerState) bool {
+	if st.Bundle == "" || st.Pid <= 0 {
+		return false
+	}
+	data, err := os.ReadFile(filepath.Join(st.Bundle, checkpointMark))
+	return err == nil && string(data) == strconv.Itoa(st.Pid)
+}
+
+// exitStatus converts runsc's exit status to the runtime's.
+func exitStatus(status int) runtime.ExitStatus {
+	es := runtime.ExitStatus{Code: status}
+	if status > 128 && status < 128+65 {
+		if name := unix.SignalName(unix.Signal(status - 128)); name != "" {
+			es.Signal = name
+		}
+	}
+	return es
+}
+
+// pidWatch watches a process that is not our child (the sandbox process is
+// reparented away from runsc) through a pidfd, so that a recycled pid cannot
+// be mistaken for it.
+type pidWatch struct {
+	pid int
+	fd  int // -1: pidfd unavailable or the process was already gone
+}
+
+// watchPid starts watching pid. Open it before triggering the exit.
+func watchPid(pid int) *pidWatch {
+	w := &pidWatch{pid: pid, fd: -1}
+	if pid > 0 {
+		fd, err := unix.PidfdOpen(pid, 0)
+		switch {
+		case err == nil:
+			w.fd = fd
+		case errors.Is(err, unix.ESRCH):
+			w.pid = 0 // already gone
+		}
+	}
+	return w
+}
+
+// Wait blocks until the process has exited, ctx ends or timeout passes.
+func (w *pidWatch) Wait(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !w.exited() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still running after %v", w.pid, timeout)
+		}
+		w.sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// exited reports whether the process has exited (zombies count).
+func (w *pidWatch) exited() bool {
+	if w.fd >= 0 {
+		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n > 0
+	}
+	if w.pid <= 0 {
+		return true
+	}
+	// No pidfd (old kernel, or the process was gone when we looked).
+	return unix.Kill(w.pid, 0) == unix.ESRCH
+}
+
+// sleep waits up to d, returning early when the pidfd becomes readable.
+func (w *pidWatch) sleep(d time.Duration) {
+	if w.fd < 0 {
+		time.Sleep(d)
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	_, _ = unix.Poll(fds, int(d/time.Millisecond))
+}
+
+// Close releases the pidfd.
+func (w *pidWatch) Close() {
+	if w.fd >= 0 {
+		_ = unix.Close(w.fd)
+		w.fd = -1
+	}
+}
