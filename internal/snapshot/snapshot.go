@@ -139,10 +139,12 @@ func ReadSeal(dir string) (Seal, error) {
 
 func compareIdentity(got, want Seal) error {
 	switch {
-	case got.SnapshotID != want.SnapshotID || got.MachineID != want.MachineID:
-		return fmt.Errorf("%w: seal names snapshot %s of machine %s", ErrCorrupt, got.SnapshotID, got.MachineID)
+	case got.MachineID != want.MachineID:
+		return fmt.Errorf("%w: seal names machine %s", ErrCorrupt, got.MachineID)
 	case got.BootGeneration != want.BootGeneration:
 		return fmt.Errorf("%w: taken in generation %d, machine is in %d", ErrStale, got.BootGeneration, want.BootGeneration)
+	case got.SnapshotID != want.SnapshotID:
+		return fmt.Errorf("%w: seal names snapshot %s, not %s", ErrCorrupt, got.SnapshotID, want.SnapshotID)
 	case got.Runtime != want.Runtime || got.RuntimeVersion != want.RuntimeVersion:
 		return fmt.Errorf("%w: taken by %s %q, running %s %q", ErrWrongRuntime, got.Runtime, got.RuntimeVersion, want.Runtime, want.RuntimeVersion)
 	case got.Host != want.Host:

@@ -1,0 +1,40 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torpor-dev/torpor/internal/demo"
+)
+
+func newDemoCmd(g *globals) *cobra.Command {
+	cfg := demo.Config{}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Create a machine, suspend and resume it, and print cold-start vs resume timings",
+		Long: `Run the demonstration against a running daemon: create a machine running a small
+Python HTTP app that builds in-memory state, suspend and resume it, check that
+the state survived, and print timings measured from the API call to the app's
+first HTTP 200. The machine and its app are destroyed afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if cfg.App == "" {
+				cfg.App = fmt.Sprintf("demo-%d", os.Getpid())
+			}
+			return demo.Run(cmd.Context(), c, cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Image, "image", "/var/cache/torpor/rootfs/bookworm-python", "root filesystem with python3")
+	f.StringVar(&cfg.App, "app", "", "app to create for the demo (default demo-PID)")
+	f.IntVar(&cfg.Rounds, "rounds", 5, "suspend/resume rounds")
+	f.IntVar(&cfg.TableSize, "table-size", 2000000, "entries of the app's in-memory table")
+	f.IntVar(&cfg.MemoryMB, "memory", 512, "guest memory_mb")
+	return cmd
+}

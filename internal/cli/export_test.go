@@ -1,0 +1,4 @@
+package cli
+
+// StartSummary exposes startSummary to the tests.
+var StartSummary = startSummary

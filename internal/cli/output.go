@@ -1,0 +1,286 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torpor-dev/torpor/internal/model"
+)
+
+// okJSON is the JSON printed by operations that return nothing else.
+type okJSON struct {
+	OK bool `json:"ok"`
+}
+
+// say prints a line of human output.
+func say(cmd *cobra.Command, format string, args ...any) {
+	fmt.Fprintf(cmd.OutOrStdout(), format, args...)
+}
+
+// printJSON prints v as indented JSON.
+func printJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// nonNil returns list, or an empty slice if it is nil, so JSON shows [].
+func nonNil[T any](list []T) []T {
+	if list == nil {
+		return []T{}
+	}
+	return list
+}
+
+// writeMachines prints machines as a table.
+func writeMachines(cmd *cobra.Command, machines []model.Machine) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tIMAGE\tCREATED")
+	for _, m := range machines {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, dash(m.Name), m.State, dash(m.Config.Image), formatTime(m.CreatedAt))
+	}
+	return tw.Flush()
+}
+
+// writeEvents prints events as a table, oldest first.
+func writeEvents(cmd *cobra.Command, events []model.Event) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tSTATUS\tSOURCE\tDETAILS")
+	for _, e := range chronological(events) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", formatMillis(e.Timestamp), e.Type, e.Status, dash(e.Source), eventDetails(e))
+	}
+	return tw.Flush()
+}
+
+// chronological returns a copy of events sorted oldest first.
+func chronological(events []model.Event) []model.Event {
+	sorted := append([]model.Event(nil), events...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Timestamp < sorted[j].Timestamp })
+	return sorted
+}
+
+// leadingKeys are shown first in event details, in this order.
+var leadingKeys = []string{"from_snapshot", "reason"}
+
+// maxDetails bounds the DETAILS column, in runes.
+const maxDetails = 100
+
+// eventDetails renders an event's request as key=value pairs: from_snapshot
+// and reason first, then the other keys sorted; nested objects are flattened
+// with dotted keys and arrays are left out.
+func eventDetails(e model.Event) string {
+	flat := map[string]string{}
+	flatten("", e.Request, flat)
+	var parts []string
+	for _, k := range leadingKeys {
+		if v, ok := flat[k]; ok {
+			parts = append(parts, k+"="+v)
+			delete(flat, k)
+		}
+	}
+	keys := make([]string, 0, len(flat))
+	for k := range flat {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		parts = append(parts, k+"="+flat[k])
+	}
+	return truncate(strings.Join(parts, " "), maxDetails)
+}
+
+// flatten adds the scalar values of m to out under dotted keys.
+func flatten(prefix string, m map[string]any, out map[string]string) {
+	for k, v := range m {
+		key := prefix + k
+		switch v := v.(type) {
+		case map[string]any:
+			flatten(key+".", v, out)
+		case []any:
+			// arrays do not fit a table cell
+		default:
+			out[key] = scalar(v)
+		}
+	}
+}
+
+// scalar formats a JSON scalar, quoting strings that need it.
+func scalar(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		if v == "" || strings.ContainsAny(v, " \t\n\"=") {
+			return strconv.Quote(v)
+		}
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
+}
+
+// truncate shortens s to at most n runes, marking the cut with "…".
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// formatTime formats t in UTC, "-" when zero.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// formatMillis formats a Unix time in milliseconds in UTC.
+func formatMillis(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// dash returns s, or "-" when it is empty.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// writeStatus prints a machine's state, boot generation, config summary and
+// its last few events.
+func writeStatus(cmd *cobra.Command, m model.Machine, events []model.Event) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("ID", m.ID)
+	row("Name", dash(m.Name))
+	row("App", m.App)
+	row("State", string(m.State))
+	row("Boot generation", strconv.FormatUint(m.BootGeneration, 10))
+	if m.Cordoned {
+		row("Cordoned", "yes")
+	}
+	row("Image", dash(m.Config.Image))
+	row("Command", dash(commandLine(m.Config.Init)))
+	row("Guest", guestSummary(m.Config.Guest))
+	if len(m.Config.Env) > 0 {
+		row("Env", envKeys(m.Config.Env))
+	}
+	for _, s := range m.Config.Services {
+		row("Service", serviceSummary(s))
+	}
+	if m.Config.Restart != nil && m.Config.Restart.Policy != "" {
+		row("Restart", m.Config.Restart.Policy)
+	}
+	if m.PrivateIP != "" {
+		row("Private IP", m.PrivateIP)
+	}
+	if m.Version != "" {
+		row("Version", m.Version)
+	}
+	row("Created", formatTime(m.CreatedAt))
+	row("Updated", formatTime(m.UpdatedAt))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	say(cmd, "\nRecent events:\n")
+	return writeEvents(cmd, lastEvents(events, recentEvents))
+}
+
+// recentEvents is how many events status shows.
+const recentEvents = 5
+
+// lastEvents returns the n most recent events, oldest first.
+func lastEvents(events []model.Event, n int) []model.Event {
+	sorted := chronological(events)
+	if len(sorted) > n {
+		sorted = sorted[len(sorted)-n:]
+	}
+	return sorted
+}
+
+// commandLine renders what the machine runs.
+func commandLine(init model.InitConfig) string {
+	args := init.Exec
+	if len(args) == 0 {
+		args = append(append([]string(nil), init.Entrypoint...), init.Cmd...)
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = a
+		if a == "" || strings.ContainsAny(a, " \t\n\"'") {
+			quoted[i] = strconv.Quote(a)
+		}
+	}
+	return strings.Join(quoted, " ")
+}
+
+// guestSummary renders a machine's size.
+func guestSummary(g model.Guest) string {
+	var parts []string
+	if g.CPUs > 0 {
+		parts = append(parts, fmt.Sprintf("%d cpu", g.CPUs))
+	}
+	if g.CPUKind != "" {
+		parts = append(parts, g.CPUKind)
+	}
+	if g.MemoryMB > 0 {
+		parts = append(parts, fmt.Sprintf("%d MB", g.MemoryMB))
+	}
+	if len(parts) == 0 {
+		return "default"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// envKeys lists the names of the environment variables (not their values,
+// which may be secrets; --json shows everything).
+func envKeys(env map[string]string) string {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+// serviceSummary renders a service as "tcp 8080 <- 80,443 autostop=suspend".
+func serviceSummary(s model.Service) string {
+	proto := s.Protocol
+	if proto == "" {
+		proto = "tcp"
+	}
+	var ports []string
+	for _, p := range s.Ports {
+		if p.Port != nil {
+			ports = append(ports, strconv.Itoa(*p.Port))
+		}
+	}
+	out := fmt.Sprintf("%s %d", proto, s.InternalPort)
+	if len(ports) > 0 {
+		out += " <- " + strings.Join(ports, ",")
+	}
+	if s.Autostop != nil {
+		out += " autostop=" + string(*s.Autostop)
+	}
+	if s.Autostart != nil {
+		out += " autostart=" + strconv.FormatBool(*s.Autostart)
+	}
+	return out
+}

@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torpor-dev/torpor/internal/daemon"
+)
+
+// NewServe returns the `torpor serve` command, which runs the daemon.
+func NewServe() *cobra.Command {
+	cfg := daemon.Config{}
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the torpor daemon (API, machines, suspend/resume)",
+		Long: `Run the torpor daemon: it keeps machines and their state in DATA_DIR, runs them
+under gVisor's runsc and serves the Fly Machines-compatible API on a Unix socket
+(and optionally TCP). Machines keep running when the daemon stops; a restarted
+daemon adopts them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Token = envOr(cfg.Token, "TORPOR_TOKEN")
+			cfg.Fault = os.Getenv("TORPOR_FAULT")
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return daemon.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/torpor", "directory for the store, machines and snapshots")
+	f.StringVar(&cfg.ImagesDir, "images-dir", "", "directory where image names resolve to root filesystems (default DATA_DIR/images)")
+	f.StringVar(&cfg.Socket, "socket", "/run/torpor/torpor.sock", "Unix socket to serve the API on (empty: none)")
+	f.StringVar(&cfg.ListenTCP, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:4280")
+	f.StringVar(&cfg.Token, "token", "", "bearer token the API requires (env TORPOR_TOKEN)")
+	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary")
+	f.IntVar(&cfg.SuspendMemoryLimitMB, "suspend-memory-limit-mb", 2048, "largest guest memory_mb that may be suspended")
+	f.StringVar(&cfg.NetworkRange, "network-range", "10.213.0.0/16", "private range for machine addresses (empty: machines get loopback only)")
+	f.BoolVar(&debug, "debug", false, "log at debug level")
+	return cmd
+}
+
+func envOr(v, key string) string {
+	if v != "" {
+		return v
+	}
+	return os.Getenv(key)
+}

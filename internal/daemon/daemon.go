@@ -1,0 +1,180 @@
+// Package daemon assembles and runs `torpor serve`: it opens the store,
+// the gVisor runtime and the machine network, recovers every machine left by
+// an earlier run, and serves the API on a Unix socket (and optionally TCP)
+// until its context ends. Sandboxes outlive the daemon: a restarted daemon
+// adopts them.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/machine"
+	"github.com/torpor-dev/torpor/internal/network"
+	"github.com/torpor-dev/torpor/internal/runtime/gvisor"
+	"github.com/torpor-dev/torpor/internal/store"
+)
+
+// Config is the daemon's configuration (the flags of `torpor serve`).
+type Config struct {
+	DataDir              string // store, machines, runsc state
+	ImagesDir            string // image names resolve here; default DataDir/images
+	Socket               string // Unix socket of the API
+	ListenTCP            string // optional host:port of the API
+	Token                string // optional bearer token required by the API
+	RunscPath            string
+	SuspendMemoryLimitMB int
+	NetworkRange         string // private range for machine addresses; "" disables networking
+	Logger               *slog.Logger
+	// Fault names a point where the daemon exits abruptly, for crash tests
+	// (TORPOR_FAULT); never set in production.
+	Fault string
+}
+
+// faultExitCode is the exit status of a daemon killed at a fault point.
+const faultExitCode = 75
+
+// Run runs the daemon until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.ImagesDir == "" {
+		cfg.ImagesDir = filepath.Join(cfg.DataDir, "images")
+	}
+	for _, dir := range []string{cfg.DataDir, cfg.ImagesDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, "torpor.db"))
+	if err != nil {
+		return fmt.Errorf("%w (is another torpor daemon using %s?)", err, cfg.DataDir)
+	}
+	defer st.Close()
+	rt, err := gvisor.New(gvisor.Config{RunscPath: cfg.RunscPath, RootDir: filepath.Join(cfg.DataDir, "runsc")})
+	if err != nil {
+		return err
+	}
+	mcfg := machine.Config{
+		DataDir:              cfg.DataDir,
+		ImagesDir:            cfg.ImagesDir,
+		SuspendMemoryLimitMB: cfg.SuspendMemoryLimitMB,
+		Logger:               log,
+		Fault:                faultFunc(cfg.Fault, log),
+	}
+	if cfg.NetworkRange != "" {
+		if mcfg.Network, err = newNetwork(cfg); err != nil {
+			return err
+		}
+	}
+	mgr, err := machine.New(mcfg, st, rt)
+	if err != nil {
+		return err
+	}
+	defer mgr.Close()
+	if err := mgr.Recover(ctx); err != nil {
+		return fmt.Errorf("recover machines: %w", err)
+	}
+	log.Info("torpor daemon ready", "socket", cfg.Socket, "tcp", cfg.ListenTCP, "runtime", rt.Version())
+	return serve(ctx, cfg, api.New(mgr, api.Config{Token: cfg.Token}, log), log)
+}
+
+func faultFunc(point string, log *slog.Logger) func(string) {
+	if point == "" {
+		return nil
+	}
+	return func(p string) {
+		if p == point {
+			log.Error("fault point reached: exiting", "point", p)
+			os.Exit(faultExitCode)
+		}
+	}
+}
+
+// serve serves h on the configured listeners until ctx ends, then shuts
+// down gracefully.
+func serve(ctx context.Context, cfg Config, h http.Handler, log *slog.Logger) error {
+	listeners, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func listen(cfg Config) ([]net.Listener, error) {
+	var ls []net.Listener
+	if cfg.Socket != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
+			return nil, err
+		}
+		os.Remove(cfg.Socket) // a stale socket of a dead daemon; the store lock proves we are alone
+		l, err := net.Listen("unix", cfg.Socket)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(cfg.Socket, 0o600); err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	if cfg.ListenTCP != "" {
+		l, err := net.Listen("tcp", cfg.ListenTCP)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	if len(ls) == 0 {
+		return nil, errors.New("nothing to listen on: set a socket or a TCP address")
+	}
+	return ls, nil
+}
+
+// netAdapter gives package machine the view of package network it needs.
+type netAdapter struct{ n *network.Manager }
+
+func newNetwork(cfg Config) (machine.Network, error) {
+	prefix, err := netip.ParsePrefix(cfg.NetworkRange)
+	if err != nil {
+		return nil, fmt.Errorf("network range %q: %w", cfg.NetworkRange, err)
+	}
+	n, err := network.New(network.Config{Range: prefix, StateDir: filepath.Join(cfg.DataDir, "network")})
+	if err != nil {
+		return nil, err
+	}
+	return netAdapter{n}, nil
+}
+
+func (a netAdapter) Attach(ctx context.Context, app, id string) (string, netip.Addr, error) {
+	at, err := a.n.Attach(ctx, app, id)
+	return at.NSPath, at.IP, err
+}
+
+func (a netAdapter) Detach(ctx context.Context, id string) error { return a.n.Detach(ctx, id) }

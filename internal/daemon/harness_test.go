@@ -1,0 +1,391 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/demo"
+	"github.com/torpor-dev/torpor/internal/model"
+)
+
+// The integration tests run the real torpor binary, which runs machines
+// under the real runsc. They need root, runsc and the test root filesystem
+// (scripts/install-runsc.sh, scripts/build-rootfs.sh); without them they are
+// skipped, unless TORPOR_INTEGRATION=1 makes that a failure (as in CI).
+var (
+	torporBin  string
+	skipReason string
+	rootfs     = envOr("TORPOR_ROOTFS", "/var/cache/torpor/rootfs/bookworm-python")
+	runscPath  = envOr("TORPOR_RUNSC", "/var/cache/torpor/bin/runsc")
+)
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	skipReason = missingPrerequisite()
+	if skipReason != "" {
+		if os.Getenv("TORPOR_INTEGRATION") == "1" {
+			fmt.Fprintln(os.Stderr, "integration test prerequisite missing:", skipReason)
+			os.Exit(1)
+		}
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "torpor-bin-")
+	if err != nil {
+		panic(err)
+	}
+	torporBin = filepath.Join(dir, "torpor")
+	build := exec.Command("go", "build", "-o", torporBin, "github.com/torpor-dev/torpor/cmd/torpor")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build torpor:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func missingPrerequisite() string {
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if _, err := os.Stat(runscPath); err != nil {
+		return "no runsc at " + runscPath + " (run scripts/install-runsc.sh)"
+	}
+	if _, err := os.Stat(filepath.Join(rootfs, "usr/bin/python3")); err != nil {
+		return "no test rootfs at " + rootfs + " (run scripts/build-rootfs.sh)"
+	}
+	return ""
+}
+
+// daemon is a torpor daemon process under test.
+type daemon struct {
+	t       *testing.T
+	dataDir string
+	sock    string
+	cmd     *exec.Cmd
+	exited  chan error
+	c       *client.Client
+	app     string
+}
+
+var appSeq int
+
+// newDaemon starts a daemon with its own data directory and creates an app.
+func newDaemon(t *testing.T) *daemon {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	dir := t.TempDir()
+	appSeq++
+	d := &daemon{t: t, dataDir: dir, sock: filepath.Join(dir, "torpor.sock"),
+		app: fmt.Sprintf("it%d-%d", os.Getpid()%10000, appSeq)}
+	d.run()
+	t.Cleanup(d.cleanup)
+	if _, err := d.c.CreateApp(ctx(t), d.app, ""); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// run runs the daemon with extra environment and waits until it answers.
+func (d *daemon) run(env ...string) {
+	d.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(d.dataDir, "daemon.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.cmd = exec.Command(torporBin, "serve", "--data-dir", d.dataDir, "--socket", d.sock,
+		"--runsc", runscPath, "--network-range", envOr("TORPOR_TEST_NETWORK_RANGE", "10.213.0.0/16"))
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	logf.Close()
+	d.exited = make(chan error, 1)
+	go func(cmd *exec.Cmd, ch chan error) { ch <- cmd.Wait() }(d.cmd, d.exited)
+	if d.c, err = client.New("unix://"+d.sock, ""); err != nil {
+		d.t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for d.c.Health(context.Background()) != nil {
+		select {
+		case err := <-d.exited:
+			d.t.Fatalf("daemon exited at start: %v\n%s", err, d.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("daemon not ready after 30s\n%s", d.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) log() string {
+	data, _ := os.ReadFile(filepath.Join(d.dataDir, "daemon.log"))
+	return string(data)
+}
+
+// crash kills the daemon as a crash would: no shutdown at all.
+func (d *daemon) crash() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// stop stops the daemon gracefully; machines keep running.
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.t.Fatalf("daemon did not stop\n%s", d.log())
+	}
+}
+
+// waitExit waits for the daemon to exit by itself and returns its status.
+func (d *daemon) waitExit() int {
+	select {
+	case <-d.exited:
+	case <-time.After(60 * time.Second):
+		d.t.Fatalf("daemon did not exit\n%s", d.log())
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+func (d *daemon) running() bool {
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		return false
+	default:
+		return d.cmd.ProcessState == nil
+	}
+}
+
+// cleanup destroys every machine and stops the daemon, then removes any
+// sandbox left behind.
+func (d *daemon) cleanup() {
+	if d.t.Failed() {
+		d.t.Logf("daemon log:\n%s", d.log())
+	}
+	if d.running() {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ms, _ := d.c.ListMachines(c, d.app)
+		for _, m := range ms {
+			if err := d.c.Destroy(c, d.app, m.ID, true); err != nil {
+				d.t.Logf("cleanup: destroy %s: %v", m.ID, err)
+			}
+		}
+		d.c.DeleteApp(c, d.app)
+		d.stop()
+	}
+	root := filepath.Join(d.dataDir, "runsc")
+	out, _ := exec.Command(runscPath, "--root", root, "list", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		exec.Command(runscPath, "--root", root, "kill", id, "KILL").Run()
+		exec.Command(runscPath, "--root", root, "delete", "--force", id).Run()
+	}
+	// runsc bind-mounts an empty network namespace here for --network=none.
+	syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH)
+}
+
+// counterConfig is a machine running the demo app (internal/demo/app.py).
+func counterConfig(env map[string]string) model.MachineConfig {
+	e := map[string]string{"TABLE_SIZE": "200000"}
+	for k, v := range env {
+		e[k] = v
+	}
+	return model.MachineConfig{
+		Image: rootfs,
+		Init:  model.InitConfig{Exec: []string{"python3", "-c", demo.AppSource}},
+		Env:   e,
+		Guest: model.Guest{CPUs: 1, MemoryMB: 512},
+	}
+}
+
+func (d *daemon) create(cfg model.MachineConfig) model.Machine {
+	d.t.Helper()
+	m, err := d.c.CreateMachine(ctx(d.t), d.app, model.CreateMachineRequest{Config: cfg})
+	if err != nil {
+		d.t.Fatalf("create: %v", err)
+	}
+	if m.State != model.StateStarted {
+		d.t.Fatalf("created machine is %s", m.State)
+	}
+	return m
+}
+
+func (d *daemon) get(id string) model.Machine {
+	d.t.Helper()
+	m, err := d.c.GetMachine(ctx(d.t), d.app, id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return m
+}
+
+func (d *daemon) wantState(id string, want model.State) {
+	d.t.Helper()
+	if got := d.get(id).State; got != want {
+		d.t.Fatalf("machine %s is %s, want %s", id, got, want)
+	}
+}
+
+func (d *daemon) suspend(id string) {
+	d.t.Helper()
+	if err := d.c.Suspend(ctx(d.t), d.app, id); err != nil {
+		d.t.Fatalf("suspend: %v", err)
+	}
+	d.wantState(id, model.StateSuspended)
+}
+
+func (d *daemon) start(id string) model.StartResponse {
+	d.t.Helper()
+	resp, err := d.c.Start(ctx(d.t), d.app, id)
+	if err != nil {
+		d.t.Fatalf("start: %v", err)
+	}
+	d.wantState(id, model.StateStarted)
+	return resp
+}
+
+// consoleLines reads the machine's console log.
+func (d *daemon) consoleLines(id string) []string {
+	f, err := os.Open(filepath.Join(d.dataDir, "machines", id, "console.log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var lines []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		lines = append(lines, s.Text())
+	}
+	return lines
+}
+
+// counts returns the counter values the machine printed, in order.
+func (d *daemon) counts(id string) []int {
+	var out []int
+	for _, l := range d.consoleLines(id) {
+		if n, ok := strings.CutPrefix(l, "count "); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// waitCount waits until the machine has printed a counter of at least min
+// and returns the counters printed so far.
+func (d *daemon) waitCount(id string, min int) []int {
+	d.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c := d.counts(id)
+		if len(c) > 0 && c[len(c)-1] >= min {
+			return c
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("machine %s did not count to %d; console: %v", id, min, d.consoleLines(id))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// event returns the newest event of type typ.
+func (d *daemon) event(id, typ string) model.Event {
+	d.t.Helper()
+	evs, err := d.c.Events(ctx(d.t), d.app, id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Type == typ {
+			return ev
+		}
+	}
+	d.t.Fatalf("no %s event: %+v", typ, evs)
+	return model.Event{}
+}
+
+func (d *daemon) snapshotDirs(id string) []string {
+	entries, _ := os.ReadDir(filepath.Join(d.dataDir, "machines", id, "snapshots"))
+	var out []string
+	for _, e := range entries {
+		out = append(out, filepath.Join(d.dataDir, "machines", id, "snapshots", e.Name()))
+	}
+	return out
+}
+
+// appState is what examples/counter/app.py answers.
+type appState struct {
+	Count   int     `json:"count"`
+	Started float64 `json:"started"`
+	Version string  `json:"version"`
+	PID     int     `json:"pid"`
+	Now     float64 `json:"now"`
+}
+
+// httpGet asks the machine's app over the machine network.
+func (d *daemon) httpGet(m model.Machine) appState {
+	d.t.Helper()
+	if m.PrivateIP == "" {
+		d.t.Fatalf("machine %s has no private IP", m.ID)
+	}
+	var st appState
+	cl := http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := cl.Get("http://" + m.PrivateIP + ":8080/")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err == nil {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("GET machine %s: %v", m.ID, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// consecutive checks that counts go 1, 2, 3, ... with no gap or reset.
+func consecutive(t *testing.T, counts []int) {
+	t.Helper()
+	for i, c := range counts {
+		if c != i+1 {
+			t.Fatalf("count #%d is %d, want %d (a reset or a lost line): %v", i, c, i+1, counts)
+		}
+	}
+}
