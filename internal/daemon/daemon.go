@@ -178,3 +178,5 @@ func (a netAdapter) Attach(ctx context.Context, app, id string) (string, netip.A
 }
 
 func (a netAdapter) Detach(ctx context.Context, id string) error { return a.n.Detach(ctx, id) }
+
+func (a netAdapter) DeleteApp(ctx context.Context, app string) error { return a.n.DeleteApp(ctx, app) }

@@ -207,7 +207,7 @@ func (d *daemon) cleanup() {
 		d.stop()
 	}
 	root := filepath.Join(d.dataDir, "runsc")
-	out, _ := exec.Command(runscPath, "--root", root, "list", "-q").Output()
+	out, _ := exec.Command(runscPath, "--root", root, "list", "-quiet").Output()
 	for _, id := range strings.Fields(string(out)) {
 		exec.Command(runscPath, "--root", root, "kill", id, "KILL").Run()
 		exec.Command(runscPath, "--root", root, "delete", "--force", id).Run()

@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -378,5 +380,19 @@ func TestDestroyRemovesEverything(t *testing.T) {
 	d.wantState(m.ID, model.StateDestroyed)
 	if _, err := os.Stat(filepath.Join(d.dataDir, "machines", m.ID)); !os.IsNotExist(err) {
 		t.Fatalf("machine directory survives destroy: %v", err)
+	}
+	if _, err := os.Stat("/run/netns/torpor-" + m.ID); !os.IsNotExist(err) {
+		t.Fatalf("network namespace survives destroy: %v", err)
+	}
+	ip := net.ParseIP(m.PrivateIP).To4()
+	bridge := fmt.Sprintf("tpb-%02x%02x%02x", ip[0], ip[1], ip[2])
+	if _, err := net.InterfaceByName(bridge); err != nil {
+		t.Fatalf("app bridge %s missing while the app exists: %v", bridge, err)
+	}
+	if err := d.c.DeleteApp(ctx(t), d.app); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.InterfaceByName(bridge); err == nil {
+		t.Fatalf("app bridge %s survives the app", bridge)
 	}
 }

@@ -48,7 +48,7 @@ func (m *Manager) ListApps(ctx context.Context) ([]model.App, error) {
 // DeleteApp deletes an app that has no machines left but destroyed ones,
 // forgetting those too.
 func (m *Manager) DeleteApp(ctx context.Context, name string) error {
-	return m.store.Update(func(tx *store.Tx) error {
+	err := m.store.Update(func(tx *store.Tx) error {
 		if _, err := tx.App(name); err != nil {
 			return err
 		}
@@ -68,4 +68,8 @@ func (m *Manager) DeleteApp(ctx context.Context, name string) error {
 		}
 		return tx.DeleteApp(name)
 	})
+	if err != nil || m.cfg.Network == nil {
+		return err
+	}
+	return m.cfg.Network.DeleteApp(ctx, name)
 }

@@ -34,6 +34,8 @@ type Network interface {
 	Attach(ctx context.Context, app, machineID string) (nsPath string, ip netip.Addr, err error)
 	// Detach removes the machine's network.
 	Detach(ctx context.Context, machineID string) error
+	// DeleteApp removes what the app's machines shared (its bridge).
+	DeleteApp(ctx context.Context, app string) error
 }
 
 // Config configures a Manager.
