@@ -16,6 +16,7 @@ bin/torpor serve --data-dir "$work/data" --socket "$sock" --runsc "$CACHE/bin/ru
 daemon=$!
 cleanup() {
   kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  umount -l "$work/data/runsc/null-netns" 2>/dev/null || true # runsc's empty netns for --network=none
   rm -rf "$work"
 }
 trap cleanup EXIT

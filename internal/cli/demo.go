@@ -35,6 +35,7 @@ first HTTP 200. The machine and its app are destroyed afterwards.`,
 	f.StringVar(&cfg.App, "app", "", "app to create for the demo (default demo-PID)")
 	f.IntVar(&cfg.Rounds, "rounds", 5, "suspend/resume rounds")
 	f.IntVar(&cfg.TableSize, "table-size", 2000000, "entries of the app's in-memory table")
+	f.IntVar(&cfg.WarmupMS, "warmup-ms", 1000, "CPU milliseconds the app spends on start-up work")
 	f.IntVar(&cfg.MemoryMB, "memory", 512, "guest memory_mb")
 	return cmd
 }

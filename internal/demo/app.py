@@ -1,11 +1,13 @@
 """A small HTTP app with in-memory state, for torpor's demo and tests.
 
-At start it builds an in-memory table (real work, like a warm cache) and then
-counts: every TICK seconds it increments a counter and prints "count N" to
+At start it builds an in-memory table (real work, like a warm cache), then
+spends WARMUP_MS milliseconds of CPU on start-up work (hashing, standing in for
+imports, JIT warm-up or loading a model), and then counts: every TICK seconds it increments a counter and prints "count N" to
 stdout. GET / answers JSON with the counter, the table's checksum, the process
 start time and the environment's VERSION, so a client can tell a resumed
 machine (same start time, counter going on) from a cold-started one.
 """
+import hashlib
 import http.server
 import json
 import os
@@ -14,6 +16,16 @@ import time
 
 STARTED = time.time()
 TABLE = [i * i for i in range(int(os.environ.get("TABLE_SIZE", "2000000")))]
+
+
+def warm_up(ms):
+    digest, until = b"", time.time() + ms / 1000
+    while time.time() < until:
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+WARM = warm_up(int(os.environ.get("WARMUP_MS", "0")))
 READY = time.time()
 TICK = float(os.environ.get("TICK", "0.05"))
 count = 0

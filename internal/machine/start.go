@@ -133,7 +133,8 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, 
 		}
 	}
 	spec.Env = m.environ(mc)
-	return spec, nil
+	spec.Mounts, err = m.etcFiles(mc)
+	return spec, err
 }
 
 // environ is the process environment: config.env plus what Fly provides.

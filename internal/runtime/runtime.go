@@ -42,6 +42,16 @@ type Spec struct {
 	// stdout and stderr. The driver opens it read-write so that writes never
 	// fail for want of a reader.
 	Console string
+	// Mounts are host files or directories bound into the sandbox (e.g. a
+	// generated /etc/hosts). Restore must be given the same mounts.
+	Mounts []Mount
+}
+
+// Mount binds Source (a host path) at Destination inside the sandbox.
+type Mount struct {
+	Source      string
+	Destination string
+	ReadOnly    bool
 }
 
 // ExitStatus is how a sandbox's process ended.

@@ -67,7 +67,7 @@ func ociSpec(spec runtime.Spec) *specs.Spec {
 		Root:     &specs.Root{Path: spec.RootFS, Readonly: false},
 		Process:  ociProcess(spec),
 		Hostname: hostname,
-		Mounts:   ociMounts(),
+		Mounts:   append(ociMounts(), bindMounts(spec.Mounts)...),
 		Linux: &specs.Linux{
 			Namespaces:  ociNamespaces(spec.NetNS),
 			Resources:   ociResources(spec.CPUs, spec.MemoryMB),
@@ -121,6 +121,19 @@ func ociMounts() []specs.Mount {
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 	}
+}
+
+// bindMounts turns the spec's host mounts into OCI bind mounts.
+func bindMounts(ms []runtime.Mount) []specs.Mount {
+	out := make([]specs.Mount, 0, len(ms))
+	for _, m := range ms {
+		opts := []string{"rbind"}
+		if m.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		out = append(out, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: opts})
+	}
+	return out
 }
 
 // ociNamespaces lists the sandbox's namespaces. The network namespace is
