@@ -1,0 +1,64 @@
+// Package proxy owns the traffic path from clients to machines: it publishes
+// the services of every app's machines on host ports, balances requests and
+// connections over the app's started machines, wakes sleeping machines when
+// traffic arrives (auto-start) and stops or suspends idle ones (auto-stop),
+// the way Fly Proxy does.
+//
+// # Listeners
+//
+// For every app, the union of its machines' config.services is published:
+// each services[].ports[].port becomes a listener on Config.ListenHost. A
+// port whose handlers include "http" (or a service whose protocol is "http")
+// is served by an HTTP reverse proxy (net/http/httputil.ReverseProxy); any
+// other port is spliced as raw TCP. Listeners follow config changes at every
+// reconcile (every Config.RefreshInterval, or at once after Refresh). Two
+// services claiming one host port is a conflict: the current owner keeps the
+// port (else the first app in name order) and the conflict is logged; it is
+// never fatal. The "tls" handler is not implemented (no certificates): such a
+// port is served without TLS and a warning is logged.
+//
+// # Load balancing and concurrency
+//
+// A request (HTTP) or connection (TCP) goes to the least loaded started,
+// uncordoned machine that serves its internal_port. The load of a machine is
+// its number of in-flight HTTP requests on an HTTP port and of open
+// connections on a TCP port, whatever concurrency.type says: a reverse proxy
+// holds one backend connection per in-flight request, so both measures agree
+// where it matters. Like Fly: soft_limit defaults to 20 and hard_limit to
+// none. A machine at its soft_limit only gets traffic when every machine is;
+// when all are and auto-start may wake another machine, one is woken. A
+// machine never gets more than hard_limit: when all are there, the request
+// waits in the app's queue until one frees up or Config.WakeTimeout passes
+// (then 503).
+//
+// # Auto-start
+//
+// autostart defaults to true, as Fly documents ("the default settings for
+// apps that don't specify any auto start and stop settings are
+// auto_start_machines = true and auto_stop_machines = false"). A request for
+// an app with no started machine (or with every machine over soft_limit)
+// wakes one machine that has autostart on: a suspended machine first (resume
+// is fast), else a stopped one, else a created one. Wakes are single-flight
+// per app: one Start at a time, whatever the number of requests waiting.
+// Requests wait in a bounded per-app queue (Config.QueueLimit; beyond it 503
+// at once); a wake that fails or does not finish within Config.WakeTimeout
+// answers 503 with {"error": "..."} naming the app, the machine and why. A
+// TCP connection waits the same way and is closed if the wake fails. Right
+// after a machine starts, refused connections to it are retried until
+// WakeTimeout, because its app may still be opening its socket.
+//
+// # Auto-stop
+//
+// autostop is "off" (the default), "stop" or "suspend" per service; a machine
+// is stopped only if all its services allow it, and suspended if any asks
+// for it. The reaper runs every Config.CheckInterval and stops or suspends a
+// machine that has had no in-flight request and no open connection
+// (including upgraded connections and streaming responses, which count for
+// their whole life) for Config.IdleTimeout, never bringing the app's number
+// of started, uncordoned machines below min_machines_running (the largest
+// value among the app's services, default 0). A suspend refused because the
+// machine is not eligible (KindPrecondition) falls back to a stop, as Fly
+// does "if possible"; other failures leave the machine running and are
+// retried after another idle period. Only machines the proxy sees as started
+// are touched; cordoned machines are left alone.
+package proxy
