@@ -59,6 +59,7 @@ func (s *server) routes(mux *http.ServeMux) {
 	s.handle(mux, "POST "+machine+"/suspend", s.suspendMachine)
 	s.handle(mux, "GET "+machine+"/wait", s.waitMachine)
 	s.handle(mux, "GET "+machine+"/events", s.machineEvents)
+	mux.HandleFunc("GET "+machine+"/logs", s.machineLogs) // streams, so not an endpoint
 	s.handle(mux, "POST "+machine+"/cordon", s.cordonMachine)
 	s.handle(mux, "POST "+machine+"/uncordon", s.uncordonMachine)
 }

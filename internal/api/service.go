@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 
+	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -28,4 +29,6 @@ type Machines interface {
 	Wait(ctx context.Context, app, id string, states []model.State) (model.Machine, error)
 	Events(ctx context.Context, app, id string) ([]model.Event, error)
 	Cordon(ctx context.Context, app, id string, cordoned bool) error
+	// Logs returns the machine's persistent console log.
+	Logs(ctx context.Context, app, id string) (*logs.Log, error)
 }

@@ -28,7 +28,7 @@ func newMachineCmd(g *globals) *cobra.Command {
 	cmd.PersistentFlags().StringVarP(&mc.app, "app", "a", "", "app of the machine (env TORPOR_APP)")
 	cmd.AddCommand(
 		mc.createCmd(), mc.listCmd(), mc.statusCmd(), mc.startCmd(), mc.stopCmd(),
-		mc.suspendCmd(), mc.destroyCmd(), mc.waitCmd(), mc.eventsCmd(), mc.updateCmd(),
+		mc.suspendCmd(), mc.destroyCmd(), mc.waitCmd(), mc.eventsCmd(), mc.logsCmd(), mc.updateCmd(),
 		mc.cordonCmd(true), mc.cordonCmd(false),
 	)
 	return cmd

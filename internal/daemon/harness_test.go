@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/demo"
+	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -276,17 +276,15 @@ func (d *daemon) start(id string) model.StartResponse {
 	return resp
 }
 
-// consoleLines reads the machine's console log.
+// consoleLines reads the machine's console log from disk.
 func (d *daemon) consoleLines(id string) []string {
-	f, err := os.Open(filepath.Join(d.dataDir, "machines", id, "console.log"))
+	recs, err := logs.ReadDir(filepath.Join(d.dataDir, "machines", id, "logs"), 0, 0)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
 	var lines []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		lines = append(lines, s.Text())
+	for _, r := range recs {
+		lines = append(lines, r.Line)
 	}
 	return lines
 }

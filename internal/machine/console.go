@@ -1,16 +1,19 @@
 package machine
 
 import (
+	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/torpor-dev/torpor/internal/logs"
+	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// A console drains a machine's stdout/stderr FIFO into its append-only log
-// file. The sandbox holds the FIFO open read-write, so its writes never fail
-// while no daemon is reading; they wait in the pipe until a drainer returns.
+// A console drains a machine's stdout/stderr FIFO into its persistent log.
+// The sandbox holds the FIFO open read-write, so its writes never fail while
+// no daemon is reading; they wait in the pipe until a drainer returns.
 type console struct {
 	fifo *os.File
 	done chan struct{}
@@ -19,12 +22,45 @@ type console struct {
 func (m *Manager) consolePath(id string) string {
 	return filepath.Join(m.machineDir(id), "console.fifo")
 }
+func (m *Manager) logDir(id string) string { return filepath.Join(m.machineDir(id), "logs") }
 
-// LogPath is the file that collects a machine's console output.
-func (m *Manager) LogPath(id string) string { return filepath.Join(m.machineDir(id), "console.log") }
+// machineLog returns the machine's open log, opening it on first use. A log
+// lives as long as the machine does in this daemon, across suspend and resume.
+func (m *Manager) machineLog(id string) (*logs.Log, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.logs[id]; ok {
+		return l, nil
+	}
+	cfg := m.cfg.Logs
+	cfg.Logger = m.log.With("machine", id)
+	l, err := logs.Open(m.logDir(id), cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.logs[id] = l
+	return l, nil
+}
 
-// ensureConsole makes the machine's console FIFO and starts draining it, once.
+// Logs returns a machine's log, whatever the machine's state.
+func (m *Manager) Logs(ctx context.Context, app, id string) (*logs.Log, error) {
+	mc, err := m.machine(app, id)
+	if err != nil {
+		return nil, err
+	}
+	if mc.State == model.StateDestroyed {
+		return nil, model.Errorf(model.KindNotFound, "machine %s is destroyed; its logs are gone", id)
+	}
+	return m.machineLog(id)
+}
+
+// ensureConsole makes the machine's console FIFO and starts draining it into
+// the machine's log, once.
 func (m *Manager) ensureConsole(id string) error {
+	lg, err := m.machineLog(id)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.consoles[id]; ok {
@@ -40,17 +76,13 @@ func (m *Manager) ensureConsole(id string) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(m.LogPath(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		fifo.Close()
-		return err
-	}
 	c := &console{fifo: fifo, done: make(chan struct{})}
 	m.consoles[id] = c
 	go func() {
 		defer close(c.done)
-		defer out.Close()
-		io.Copy(out, fifo)
+		if err := lg.Drain(fifo); err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, logs.ErrClosed) {
+			m.log.Warn("console drain ended", "machine", id, "err", err)
+		}
 	}()
 	return nil
 }
@@ -64,5 +96,18 @@ func (m *Manager) closeConsole(id string) {
 	if ok {
 		c.fifo.Close()
 		<-c.done
+	}
+}
+
+// closeLog closes the machine's log; call it after closeConsole.
+func (m *Manager) closeLog(id string) {
+	m.mu.Lock()
+	l, ok := m.logs[id]
+	delete(m.logs, id)
+	m.mu.Unlock()
+	if ok {
+		if err := l.Close(); err != nil {
+			m.log.Warn("close log", "machine", id, "err", err)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/runtime"
 	"github.com/torpor-dev/torpor/internal/snapshot"
@@ -53,7 +54,9 @@ type Config struct {
 	// StopTimeout is how long stop waits for the process to exit after the
 	// stop signal before killing it, when the request and config say nothing (default 10s).
 	StopTimeout time.Duration
-	Logger      *slog.Logger
+	// Logs configures each machine's persistent console log.
+	Logs   logs.Config
+	Logger *slog.Logger
 	// Fault, if set, is called at named points of an operation
 	// ("after-claim", "after-checkpoint", "after-seal"); crash tests use it
 	// to kill the daemon exactly there.
@@ -73,6 +76,7 @@ type Manager struct {
 	changed  map[string]chan struct{} // closed and replaced on every state change
 	runs     map[string]*run          // supervised sandbox per machine
 	consoles map[string]*console
+	logs     map[string]*logs.Log
 	closed   bool
 }
 
@@ -103,6 +107,7 @@ func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 		changed:  map[string]chan struct{}{},
 		runs:     map[string]*run{},
 		consoles: map[string]*console{},
+		logs:     map[string]*logs.Log{},
 	}, nil
 }
 
@@ -119,6 +124,15 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 	for _, id := range ids {
 		m.closeConsole(id)
+	}
+	m.mu.Lock()
+	ids = ids[:0]
+	for id := range m.logs {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
+		m.closeLog(id)
 	}
 }
 

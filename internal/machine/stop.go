@@ -132,6 +132,7 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 		return err
 	}
 	m.closeConsole(mc.ID)
+	m.closeLog(mc.ID)
 	if m.cfg.Network != nil {
 		if err := m.cfg.Network.Detach(ctx, mc.ID); err != nil {
 			return err

@@ -3,6 +3,8 @@
 package apitest
 
 import (
+	"path/filepath"
+
 	"context"
 	"fmt"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -22,6 +25,8 @@ type Fake struct {
 	changed  chan struct{}             // closed and replaced on every change
 	nextID   int
 	now      func() time.Time
+	logs     map[string]*logs.Log // by machine id, opened by SetLogDir'd directory
+	logDir   string
 
 	// Fail, when set, is called with the method name ("Create", "Start", ...)
 	// before each call; a non-nil result is returned as the call's error.
@@ -36,12 +41,44 @@ func NewFake() *Fake {
 		apps:     map[string]model.App{},
 		machines: map[string]*model.Machine{},
 		events:   map[string][]model.Event{},
+		logs:     map[string]*logs.Log{},
 		changed:  make(chan struct{}),
 		now: func() time.Time {
 			t = t.Add(time.Second)
 			return t
 		},
 	}
+}
+
+// SetLogDir sets where machine logs live; Logs fails until it is set.
+func (f *Fake) SetLogDir(dir string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logDir = dir
+}
+
+// Logs implements api.Machines with a real log per machine.
+func (f *Fake) Logs(ctx context.Context, app, id string) (*logs.Log, error) {
+	if err := f.fail("Logs"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.find(app, id); err != nil {
+		return nil, err
+	}
+	if l, ok := f.logs[id]; ok {
+		return l, nil
+	}
+	if f.logDir == "" {
+		return nil, model.Errorf(model.KindInternal, "fake: no log directory set")
+	}
+	l, err := logs.Open(filepath.Join(f.logDir, id), logs.Config{})
+	if err != nil {
+		return nil, err
+	}
+	f.logs[id] = l
+	return l, nil
 }
 
 // SetState forces a machine's state (for tests of wait and of the CLI).
