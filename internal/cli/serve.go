@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -46,6 +47,11 @@ daemon adopts them.`,
 	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary")
 	f.IntVar(&cfg.SuspendMemoryLimitMB, "suspend-memory-limit-mb", 2048, "largest guest memory_mb that may be suspended")
 	f.StringVar(&cfg.NetworkRange, "network-range", "10.213.0.0/16", "private range for machine addresses (empty: machines get loopback only)")
+	f.StringVar(&cfg.Proxy.ListenHost, "proxy-host", "127.0.0.1", "address the proxy publishes machines' service ports on")
+	f.BoolVar(&cfg.NoProxy, "no-proxy", false, "run without the proxy")
+	f.DurationVar(&cfg.Proxy.IdleTimeout, "proxy-idle-timeout", 5*time.Minute, "how long a machine must be idle before autostop stops or suspends it")
+	f.DurationVar(&cfg.Proxy.CheckInterval, "proxy-check-interval", 15*time.Second, "how often the proxy looks for idle machines")
+	f.DurationVar(&cfg.Proxy.WakeTimeout, "proxy-wake-timeout", 30*time.Second, "how long a request waits for a machine to wake before a 503")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

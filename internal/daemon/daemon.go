@@ -15,11 +15,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/network"
+	"github.com/torpor-dev/torpor/internal/proxy"
 	"github.com/torpor-dev/torpor/internal/runtime/gvisor"
 	"github.com/torpor-dev/torpor/internal/store"
 )
@@ -34,6 +36,8 @@ type Config struct {
 	RunscPath            string
 	SuspendMemoryLimitMB int
 	NetworkRange         string // private range for machine addresses; "" disables networking
+	Proxy                proxy.Config
+	NoProxy              bool // run without the proxy
 	Logger               *slog.Logger
 	// Fault names a point where the daemon exits abruptly, for crash tests
 	// (TORPOR_FAULT); never set in production.
@@ -66,7 +70,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	var px atomic.Pointer[proxy.Proxy]
 	mcfg := machine.Config{
+		OnChange: func() {
+			if p := px.Load(); p != nil {
+				p.Refresh()
+			}
+		},
 		DataDir:              cfg.DataDir,
 		ImagesDir:            cfg.ImagesDir,
 		SuspendMemoryLimitMB: cfg.SuspendMemoryLimitMB,
@@ -86,8 +96,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover machines: %w", err)
 	}
+	proxyDone := make(chan error, 1)
+	if !cfg.NoProxy {
+		p := proxy.New(mgr, cfg.Proxy, log.With("component", "proxy"))
+		px.Store(p)
+		go func() { proxyDone <- p.Run(ctx) }()
+	} else {
+		proxyDone <- nil
+	}
 	log.Info("torpor daemon ready", "socket", cfg.Socket, "tcp", cfg.ListenTCP, "runtime", rt.Version())
-	return serve(ctx, cfg, api.New(mgr, api.Config{Token: cfg.Token}, log), log)
+	err = serve(ctx, cfg, api.New(mgr, api.Config{Token: cfg.Token}, log), log)
+	if perr := <-proxyDone; err == nil {
+		err = perr
+	}
+	return err
 }
 
 func faultFunc(point string, log *slog.Logger) func(string) {

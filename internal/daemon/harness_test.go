@@ -85,12 +85,14 @@ type daemon struct {
 	exited  chan error
 	c       *client.Client
 	app     string
+	flags   []string // extra flags of torpor serve
 }
 
 var appSeq int
 
-// newDaemon starts a daemon with its own data directory and creates an app.
-func newDaemon(t *testing.T) *daemon {
+// newDaemon starts a daemon with its own data directory (and extra serve
+// flags) and creates an app.
+func newDaemon(t *testing.T, flags ...string) *daemon {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -98,7 +100,7 @@ func newDaemon(t *testing.T) *daemon {
 	dir := t.TempDir()
 	appSeq++
 	d := &daemon{t: t, dataDir: dir, sock: filepath.Join(dir, "torpor.sock"),
-		app: fmt.Sprintf("it%d-%d", os.Getpid()%10000, appSeq)}
+		app: fmt.Sprintf("it%d-%d", os.Getpid()%10000, appSeq), flags: flags}
 	d.run()
 	t.Cleanup(d.cleanup)
 	if _, err := d.c.CreateApp(ctx(t), d.app, ""); err != nil {
@@ -120,8 +122,9 @@ func (d *daemon) run(env ...string) {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	d.cmd = exec.Command(torporBin, "serve", "--data-dir", d.dataDir, "--socket", d.sock,
-		"--runsc", runscPath, "--network-range", envOr("TORPOR_TEST_NETWORK_RANGE", "10.213.0.0/16"))
+	args := append([]string{"serve", "--data-dir", d.dataDir, "--socket", d.sock,
+		"--runsc", runscPath, "--network-range", envOr("TORPOR_TEST_NETWORK_RANGE", "10.213.0.0/16")}, d.flags...)
+	d.cmd = exec.Command(torporBin, args...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {

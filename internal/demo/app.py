@@ -62,6 +62,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's default backlog of 5 drops bursts
+
+
 print(f"ready after {READY - STARTED:.3f}s version={os.environ.get('VERSION', '')}", flush=True)
 threading.Thread(target=tick, daemon=True).start()
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()
+Server(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()

@@ -37,6 +37,9 @@ func (m *Manager) commit(id string, ch change, evs ...model.Event) (model.Machin
 	})
 	if err == nil {
 		m.notify(id)
+		if m.cfg.OnChange != nil {
+			m.cfg.OnChange()
+		}
 	}
 	return mc, err
 }

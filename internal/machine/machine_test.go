@@ -507,6 +507,12 @@ func TestProcessExitStopsAndRestartPolicy(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	if ev := e.lastEvent(mc2.ID, "restart"); ev.Request["policy"] != "on-failure" {
+		t.Fatalf("restart event = %+v", ev)
+	}
+	if ev := e.lastEvent(mc2.ID, "start"); ev.Source != model.SourceFlyd {
+		t.Fatalf("restart's start event = %+v, want source flyd", ev)
+	}
 }
 
 func TestRestartRecovers(t *testing.T) {

@@ -99,7 +99,7 @@ func (m *Manager) Update(ctx context.Context, app, id string, req model.UpdateMa
 			return mc, err
 		}
 	case model.StateSuspended:
-		if err := m.discardSuspended(mc, model.StateStopped, "update"); err != nil {
+		if err := m.discardSuspended(ctx, mc, model.StateStopped, "update"); err != nil {
 			return mc, err
 		}
 	case model.StateCreated, model.StateStopped:

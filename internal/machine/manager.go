@@ -57,6 +57,9 @@ type Config struct {
 	// Logs configures each machine's persistent console log.
 	Logs   logs.Config
 	Logger *slog.Logger
+	// OnChange, if set, is called after every committed change of a machine
+	// (the proxy uses it to see new machines and states at once).
+	OnChange func()
 	// Fault, if set, is called at named points of an operation
 	// ("after-claim", "after-checkpoint", "after-seal"); crash tests use it
 	// to kill the daemon exactly there.

@@ -74,7 +74,7 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string
 	if reason != "" {
 		typ, details["reason"] = "resume", reason
 	}
-	return m.commit(mc.ID, setState(model.StateStarted), event(typ, "started", model.SourceFlyd, details))
+	return m.commit(mc.ID, setState(model.StateStarted), event(typ, "started", model.SourceOf(ctx), details))
 }
 
 // failStart leaves a machine whose start failed stopped, and says why.
@@ -183,7 +183,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	_, err = m.commit(mc.ID, func(tx *store.Tx, mc *model.Machine) error {
 		mc.State = model.StateStarted
 		return tx.DeleteSnapshot(mc.ID)
-	}, event("resume", "started", model.SourceFlyd, map[string]any{
+	}, event("resume", "started", model.SourceOf(ctx), map[string]any{
 		"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
 		"duration_ms": time.Since(begin).Milliseconds(),
 	}))

@@ -28,7 +28,7 @@ func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopReques
 	case model.StateStarted:
 		return m.stopRunning(ctx, mc, req)
 	case model.StateSuspended:
-		return m.discardSuspended(mc, model.StateStopped, "stop")
+		return m.discardSuspended(ctx, mc, model.StateStopped, "stop")
 	case model.StateStopped, model.StateCreated:
 		return nil
 	}
@@ -60,7 +60,7 @@ func (m *Manager) stopRunning(ctx context.Context, mc model.Machine, req model.S
 	if exited {
 		details["exit_code"] = r.status.Code
 	}
-	_, err := m.commit(mc.ID, setState(model.StateStopped), event("stop", "stopped", model.SourceUser, details))
+	_, err := m.commit(mc.ID, setState(model.StateStopped), event("stop", "stopped", model.SourceOf(ctx), details))
 	return err
 }
 
@@ -85,11 +85,11 @@ func (m *Manager) stopParams(cfg model.MachineConfig, req model.StopRequest) (st
 
 // discardSuspended throws a suspended machine's snapshot away — the record
 // first, then the image — and moves the machine to state.
-func (m *Manager) discardSuspended(mc model.Machine, state model.State, op string) error {
+func (m *Manager) discardSuspended(ctx context.Context, mc model.Machine, state model.State, op string) error {
 	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = state
 		return tx.DeleteSnapshot(mc.ID)
-	}, event(op, string(state), model.SourceUser, map[string]any{"snapshot_discarded": true}))
+	}, event(op, string(state), model.SourceOf(ctx), map[string]any{"snapshot_discarded": true}))
 	if err != nil {
 		return err
 	}
@@ -144,6 +144,6 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 	_, err = m.commit(mc.ID, func(_ *store.Tx, rec *model.Machine) error {
 		rec.State, rec.PrivateIP = model.StateDestroyed, ""
 		return nil
-	}, event("destroy", "destroyed", model.SourceUser, nil))
+	}, event("destroy", "destroyed", model.SourceOf(ctx), nil))
 	return err
 }

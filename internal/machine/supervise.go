@@ -73,7 +73,8 @@ func (m *Manager) onExit(id string, r *run) {
 	}
 	m.rt.Kill(context.Background(), sandboxID(id))
 	if m.shouldRestart(mc, r) {
-		if _, err := m.coldStart(context.Background(), mc, "restart policy "+restartPolicy(mc.Config)); err != nil {
+		m.commit(id, nil, event("restart", "starting", model.SourceFlyd, map[string]any{"policy": restartPolicy(mc.Config)}))
+		if _, err := m.coldStart(model.WithSource(context.Background(), model.SourceFlyd), mc, ""); err != nil {
 			m.log.Warn("restart failed", "machine", id, "err", err)
 		}
 	}

@@ -74,7 +74,7 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	_, err = m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateSuspended
 		return tx.PutSnapshot(snap)
-	}, event("suspend", "suspended", model.SourceUser, map[string]any{
+	}, event("suspend", "suspended", model.SourceOf(ctx), map[string]any{
 		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
 		"checkpoint_ms": checkpointed.Milliseconds(), "duration_ms": time.Since(begin).Milliseconds(),
 	}))

@@ -1,6 +1,9 @@
 package model
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // State is a machine's lifecycle state. The names mirror Fly's.
 type State string
@@ -122,4 +125,20 @@ type StartResponse struct {
 	NewHost       string `json:"new_host"`
 	// FromSnapshot is a torpor extension: true when the start resumed a snapshot.
 	FromSnapshot bool `json:"from_snapshot"`
+}
+
+type sourceKey struct{}
+
+// WithSource returns a context saying who asks for the operations done
+// with it (SourceUser, SourceProxy, ...); the machine's events record it.
+func WithSource(ctx context.Context, source string) context.Context {
+	return context.WithValue(ctx, sourceKey{}, source)
+}
+
+// SourceOf returns the source set by WithSource, SourceUser by default.
+func SourceOf(ctx context.Context) string {
+	if s, ok := ctx.Value(sourceKey{}).(string); ok {
+		return s
+	}
+	return SourceUser
 }

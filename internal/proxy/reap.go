@@ -68,14 +68,14 @@ func (p *Proxy) autostop(act autostopAction) {
 	name := act.a.name
 	state, err := model.StateSuspended, error(nil)
 	if act.mode == model.AutostopSuspend {
-		err = p.m.Suspend(p.ctx, name, act.id)
+		err = p.m.Suspend(model.WithSource(p.ctx, model.SourceProxy), name, act.id)
 		if model.KindOf(err) == model.KindPrecondition {
 			p.log.Warn("machine cannot be suspended: stopping it instead", "app", name, "machine", act.id, "err", err)
 			act.mode = model.AutostopStop
 		}
 	}
 	if act.mode == model.AutostopStop {
-		state, err = model.StateStopped, p.m.Stop(p.ctx, name, act.id, model.StopRequest{})
+		state, err = model.StateStopped, p.m.Stop(model.WithSource(p.ctx, model.SourceProxy), name, act.id, model.StopRequest{})
 	}
 	if err != nil {
 		p.log.Warn("autostop failed: machine left running", "app", name, "machine", act.id, "mode", act.mode, "err", err)

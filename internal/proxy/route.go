@@ -99,7 +99,7 @@ func (p *Proxy) runWake(a *app, w *wake, from model.State) {
 	p.log.Info("waking machine", "app", a.name, "machine", w.machine, "from", from)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.WakeTimeout)
 	defer cancel()
-	resp, err := p.m.Start(ctx, a.name, w.machine)
+	resp, err := p.m.Start(model.WithSource(ctx, model.SourceProxy), a.name, w.machine)
 	if model.KindOf(err) == model.KindConflict {
 		err = p.confirmStarted(ctx, a.name, w.machine, err)
 	}
