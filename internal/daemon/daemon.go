@@ -187,7 +187,7 @@ func newNetwork(cfg Config) (machine.Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network range %q: %w", cfg.NetworkRange, err)
 	}
-	n, err := network.New(network.Config{Range: prefix, StateDir: filepath.Join(cfg.DataDir, "network")})
+	n, err := network.New(network.Config{Range: prefix, StateDir: filepath.Join(cfg.DataDir, "network"), Isolate: true})
 	if err != nil {
 		return nil, err
 	}
