@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
@@ -68,8 +69,9 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string
 		return m.failStart(mc, "boot", err)
 	}
 	m.supervise(mc.ID)
-	details := map[string]any{"from_snapshot": false, "boot_generation": mc.BootGeneration,
-		"duration_ms": time.Since(begin).Milliseconds()}
+	details := map[string]any{"from_snapshot": false, "boot_generation": mc.BootGeneration}
+	m.bootGeneration(ctx, mc, details)
+	details["duration_ms"] = time.Since(begin).Milliseconds()
 	typ := "start"
 	if reason != "" {
 		typ, details["reason"] = "resume", reason
@@ -146,6 +148,7 @@ func (m *Manager) environ(mc model.Machine) []string {
 		"FLY_REGION=" + m.cfg.Region,
 		"FLY_PRIVATE_IP=" + mc.PrivateIP,
 		"FLY_IMAGE_REF=" + mc.Config.Image,
+		"TORPOR_BOOT_GENERATION=" + strconv.FormatUint(mc.BootGeneration, 10),
 	}
 	keys := make([]string, 0, len(mc.Config.Env))
 	for k := range mc.Config.Env {
@@ -180,13 +183,16 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	}
 	m.supervise(mc.ID)
 	snapshot.Remove(snap.Dir)
+	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
+		"restore_ms": time.Since(begin).Milliseconds()}
+	// The machine stays starting until the app has been told it was
+	// resumed (post_resume may have to make it ready, e.g. reload a model).
+	evs := m.afterRestore(ctx, mc, snap, details)
+	details["duration_ms"] = time.Since(begin).Milliseconds()
 	_, err = m.commit(mc.ID, func(tx *store.Tx, mc *model.Machine) error {
 		mc.State = model.StateStarted
 		return tx.DeleteSnapshot(mc.ID)
-	}, event("resume", "started", model.SourceOf(ctx), map[string]any{
-		"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
-		"duration_ms": time.Since(begin).Milliseconds(),
-	}))
+	}, append([]model.Event{event("resume", "started", model.SourceOf(ctx), details)}, evs...)...)
 	return true, err
 }
 

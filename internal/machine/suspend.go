@@ -55,29 +55,42 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	if err != nil {
 		return err
 	}
+	pre, err := m.preSuspend(ctx, mc)
+	if err != nil {
+		return err
+	}
+	// A fresh budget for the checkpoint, however long the hook took.
+	ctx, cancel := detach(ctx)
+	defer cancel()
+	f := suspendFailure{mc: mc, snap: snap, pre: pre}
 	if err := os.MkdirAll(snap.Dir, 0o700); err != nil {
-		return m.failSuspend(ctx, mc, snap, "create snapshot directory", err, true)
+		return m.failSuspend(ctx, f, "create snapshot directory", err, true)
 	}
 	r := m.currentRun(mc.ID)
 	m.endRun(mc.ID) // the sandbox's exit is ours from here on
+	checkpointBegin := time.Now()
 	if err := m.rt.Checkpoint(ctx, sandboxID(mc.ID), snap.Dir); err != nil {
-		return m.failSuspend(ctx, mc, snap, "checkpoint", err, m.stillRunning(r))
+		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(r))
 	}
-	checkpointed := time.Since(begin)
+	checkpointed := time.Since(checkpointBegin)
 	m.fault("after-checkpoint")
 	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap))
 	if err != nil {
-		return m.failSuspend(ctx, mc, snap, "seal", err, false)
+		return m.failSuspend(ctx, f, "seal", err, false)
 	}
 	m.fault("after-seal")
 	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
+	details := map[string]any{
+		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
+		"checkpoint_ms": checkpointed.Milliseconds(), "duration_ms": time.Since(begin).Milliseconds(),
+	}
+	if pre != nil {
+		details[hookPreSuspend] = pre.details()
+	}
 	_, err = m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateSuspended
 		return tx.PutSnapshot(snap)
-	}, event("suspend", "suspended", model.SourceOf(ctx), map[string]any{
-		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
-		"checkpoint_ms": checkpointed.Milliseconds(), "duration_ms": time.Since(begin).Milliseconds(),
-	}))
+	}, event("suspend", "suspended", model.SourceOf(ctx), details))
 	return err
 }
 
@@ -94,34 +107,66 @@ func (m *Manager) stillRunning(r *run) bool {
 	}
 }
 
+// suspendFailure is a suspend that failed after its pre_suspend hook (if
+// any) succeeded.
+type suspendFailure struct {
+	mc   model.Machine
+	snap model.Snapshot
+	pre  *hookRun // nil without a pre_suspend hook
+}
+
 // failSuspend undoes a suspend that could not complete, so the machine stays
 // started. If the sandbox is no longer running (the checkpoint stopped it
 // before the failure), the machine is brought back: from the image just
-// written when it is whole, else by a cold start.
-func (m *Manager) failSuspend(ctx context.Context, mc model.Machine, snap model.Snapshot, step string, cause error, running bool) error {
+// written when it is whole, else by a cold start. The app, which its
+// pre_suspend hook prepared for a suspend, gets its post_resume hook unless
+// it was cold-started: each successful pre_suspend is matched by one
+// post_resume while the process lives.
+func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string, cause error, running bool) error {
+	mc, snap := f.mc, f.snap
 	msg := fmt.Sprintf("suspend failed (%s): %v", step, cause)
 	m.log.Warn("suspend failed", "machine", mc.ID, "step", step, "err", cause)
 	if running {
 		m.supervise(mc.ID)
 		snapshot.Remove(snap.Dir)
-		_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-			rec.State = model.StateStarted
-			return tx.DeleteSnapshot(mc.ID)
-		}, event("suspend", "failed", model.SourceFlyd, map[string]any{"error": msg, "machine_state": "started"}))
-		return joinFail(msg, err)
+		details := map[string]any{"error": msg, "machine_state": "started"}
+		evs := m.afterFailedSuspend(ctx, f, details)
+		return joinFail(msg, m.backToStarted(mc, details, evs))
 	}
 	restored := step == "seal" && m.restoreUnsealed(ctx, mc, snap.Dir) == nil
 	snapshot.Remove(snap.Dir)
 	if restored {
-		_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-			rec.State = model.StateStarted
-			return tx.DeleteSnapshot(mc.ID)
-		}, event("suspend", "failed", model.SourceFlyd, map[string]any{"error": msg, "machine_state": "started", "recovered": "restored from the unsealed image"}))
-		return joinFail(msg, err)
+		details := map[string]any{"error": msg, "machine_state": "started",
+			"recovered": "restored from the unsealed image", "boot_generation": mc.BootGeneration}
+		if f.pre != nil {
+			details[hookPreSuspend] = f.pre.details()
+		}
+		evs := m.afterRestore(ctx, mc, snap, details)
+		return joinFail(msg, m.backToStarted(mc, details, evs))
 	}
 	m.commit(mc.ID, nil, event("suspend", "failed", model.SourceFlyd, map[string]any{"error": msg, "recovered": "cold start"}))
 	_, err := m.coldStart(ctx, mc, "")
 	return joinFail(msg, err)
+}
+
+// backToStarted records a failed suspend whose machine runs again.
+func (m *Manager) backToStarted(mc model.Machine, details map[string]any, evs []model.Event) error {
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateStarted
+		return tx.DeleteSnapshot(mc.ID)
+	}, append([]model.Event{event("suspend", "failed", model.SourceFlyd, details)}, evs...)...)
+	return err
+}
+
+// afterFailedSuspend runs the post_resume hook of an app whose pre_suspend
+// hook ran but whose sandbox kept running: it was never checkpointed, so the
+// generation file and the resume signal stay as they are.
+func (m *Manager) afterFailedSuspend(ctx context.Context, f suspendFailure, details map[string]any) []model.Event {
+	if f.pre == nil {
+		return nil
+	}
+	details[hookPreSuspend] = f.pre.details()
+	return m.postResume(ctx, f.mc, details)
 }
 
 // restoreUnsealed brings a just-checkpointed sandbox straight back from the

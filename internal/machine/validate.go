@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/torpor-dev/torpor/internal/model"
 )
@@ -40,7 +43,7 @@ func (m *Manager) normalize(cfg *model.MachineConfig) error {
 		cfg.Guest.CPUKind = "shared"
 	}
 	checks := []func(*model.MachineConfig) error{
-		checkGuest, checkInit, checkEnv, checkRestart, checkServices, m.checkImage, m.checkAutosuspend,
+		checkGuest, checkInit, checkEnv, checkRestart, checkServices, checkHooks, m.checkImage, m.checkAutosuspend,
 	}
 	for _, check := range checks {
 		if err := check(cfg); err != nil {
@@ -133,6 +136,69 @@ func checkServices(cfg *model.MachineConfig) error {
 		}
 	}
 	return nil
+}
+
+// Bounds and default of a hook's timeout.
+const (
+	minHookTimeout     = time.Second
+	maxHookTimeout     = 5 * time.Minute
+	defaultHookTimeout = 10 * time.Second
+)
+
+// checkHooks checks config.hooks and fills in the hooks' default timeout
+// and the signal's canonical name ("usr2" becomes "SIGUSR2").
+func checkHooks(cfg *model.MachineConfig) error {
+	h := cfg.Hooks
+	if h == nil {
+		return nil
+	}
+	if err := checkHook("config.hooks.pre_suspend", h.PreSuspend); err != nil {
+		return err
+	}
+	if err := checkHook("config.hooks.post_resume", h.PostResume); err != nil {
+		return err
+	}
+	if h.ResumeSignal == "" {
+		return nil
+	}
+	sig, err := signalName(h.ResumeSignal)
+	if err != nil {
+		return invalid("config.hooks.resume_signal: %v", err)
+	}
+	h.ResumeSignal = sig
+	return nil
+}
+
+func checkHook(field string, h *model.Hook) error {
+	if h == nil {
+		return nil
+	}
+	if len(h.Cmd) == 0 || h.Cmd[0] == "" {
+		return invalid("%s.cmd must not be empty (the command and its arguments, e.g. [\"/app/hook.sh\"])", field)
+	}
+	if h.Timeout.Duration == 0 {
+		h.Timeout.Duration = defaultHookTimeout
+	}
+	if d := h.Timeout.Duration; d < minHookTimeout || d > maxHookTimeout {
+		return invalid("%s.timeout must be between %s and %s, got %s", field, minHookTimeout, maxHookTimeout, d)
+	}
+	return nil
+}
+
+// signalName returns the canonical name of a signal that may be sent to a
+// running app: not SIGKILL or SIGSTOP, which no app can handle.
+func signalName(s string) (string, error) {
+	name := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if unix.SignalNum(name) == 0 {
+		return "", fmt.Errorf("unknown signal %q (use a name such as \"SIGUSR2\")", s)
+	}
+	if name == "SIGKILL" || name == "SIGSTOP" {
+		return "", fmt.Errorf("%s cannot be handled by the app; use e.g. SIGUSR1, SIGUSR2 or SIGHUP", name)
+	}
+	return name, nil
 }
 
 // checkImage resolves the image to a root filesystem directory.

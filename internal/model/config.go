@@ -20,6 +20,9 @@ type MachineConfig struct {
 	AutoDestroy bool              `json:"auto_destroy,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	StopConfig  *StopConfig       `json:"stop_config,omitempty"`
+	// Hooks is a torpor extension: commands run inside the machine around
+	// suspend and resume (docs/app-authors.md).
+	Hooks *Hooks `json:"hooks,omitempty"`
 }
 
 // InitConfig says what process the machine runs.
@@ -73,6 +76,29 @@ type RestartPolicy struct {
 type StopConfig struct {
 	Timeout *Duration `json:"timeout,omitempty"`
 	Signal  *string   `json:"signal,omitempty"`
+}
+
+// Hooks tell the app about suspend and resume. Hook commands run inside the
+// machine, like "runsc exec": with the machine's environment, working
+// directory and user.
+type Hooks struct {
+	// PreSuspend runs before the checkpoint; a non-zero exit or a timeout
+	// aborts the suspend and the machine stays started.
+	PreSuspend *Hook `json:"pre_suspend,omitempty"`
+	// PostResume runs right after a restore; its failure is recorded in an
+	// event but does not undo the resume.
+	PostResume *Hook `json:"post_resume,omitempty"`
+	// ResumeSignal, if set (e.g. "SIGUSR2"), is sent to the machine's init
+	// process after every resume, after PostResume.
+	ResumeSignal string `json:"resume_signal,omitempty"`
+}
+
+// Hook is one command run inside the machine.
+type Hook struct {
+	Cmd []string `json:"cmd"`
+	// Timeout bounds the command (1s to 5m, default 10s); when it passes the
+	// command's process group is killed.
+	Timeout Duration `json:"timeout,omitzero"`
 }
 
 // Autostop is a service's idle policy: "off", "stop" or "suspend". Like Fly, it

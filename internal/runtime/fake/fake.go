@@ -2,7 +2,9 @@
 // lifecycle. A sandbox's "memory" is a counter that a checkpoint writes into
 // the image directory and a restore reads back, so tests can tell a resume
 // from a cold start; every restore is recorded so tests can prove that no
-// image is restored twice. Failures are injected per operation.
+// image is restored twice. Failures are injected per operation. Calls are
+// logged in order (Calls) so tests can check what ran before what; Exec runs
+// a test-supplied function (ExecFunc).
 package fake
 
 import (
@@ -11,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/torpor-dev/torpor/internal/runtime"
@@ -26,6 +29,10 @@ type Runtime struct {
 	Restores []string
 	// Boots counts cold boots.
 	Boots int
+	// ExecFunc, if set, answers Exec for a running sandbox (it is called
+	// without the runtime's lock held, so it may block on ctx).
+	ExecFunc func(ctx context.Context, id string, args []string) ([]byte, error)
+	calls    []string
 }
 
 // Sandbox is one fake sandbox.
@@ -67,6 +74,7 @@ func (r *Runtime) SetVersion(v string) { r.mu.Lock(); r.version = v; r.mu.Unlock
 func (r *Runtime) Boot(ctx context.Context, spec runtime.Spec) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.record("boot")
 	if err := r.takeFailure("boot"); err != nil {
 		return err
 	}
@@ -97,6 +105,17 @@ func (r *Runtime) Counter(id string) int {
 	return -1
 }
 
+// Spec returns the spec a running sandbox was booted or restored with.
+func (r *Runtime) Spec(id string) (runtime.Spec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sandboxes[id]
+	if !ok {
+		return runtime.Spec{}, false
+	}
+	return s.Spec, true
+}
+
 // Exit makes a sandbox's process exit on its own with code.
 func (r *Runtime) Exit(id string, code int) {
 	r.mu.Lock()
@@ -119,6 +138,7 @@ func (r *Runtime) stop(s *Sandbox, st runtime.ExitStatus) {
 func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.record("checkpoint")
 	if err := r.takeFailure("checkpoint"); err != nil {
 		return err
 	}
@@ -139,6 +159,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.record("restore")
 	r.Restores = append(r.Restores, imageDir)
 	if err := r.takeFailure("restore"); err != nil {
 		return err
@@ -155,13 +176,20 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir strin
 	return nil
 }
 
-// Signal implements runtime.Runtime: every signal ends the fake process.
+// Signal implements runtime.Runtime. The fake app handles SIGUSR1,
+// SIGUSR2, SIGHUP, SIGWINCH and SIGCONT (they are only logged); every other
+// signal ends it.
 func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.record("signal " + signal)
 	s, ok := r.sandboxes[id]
 	if !ok {
 		return runtime.ErrNotFound
+	}
+	switch signal {
+	case "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGWINCH", "SIGCONT":
+		return nil
 	}
 	r.stop(s, runtime.ExitStatus{Signal: signal})
 	return nil
@@ -210,7 +238,42 @@ func (r *Runtime) State(ctx context.Context, id string) (runtime.Status, error) 
 	}
 }
 
-// Exec implements runtime.Runtime.
+// Exec implements runtime.Runtime: ExecFunc answers for a running
+// sandbox; without one the command succeeds with no output.
 func (r *Runtime) Exec(ctx context.Context, id string, args []string) ([]byte, error) {
-	return []byte(strconv.Itoa(r.Counter(id))), nil
+	r.mu.Lock()
+	r.record("exec " + strings.Join(args, " "))
+	s, ok := r.sandboxes[id]
+	fn := r.ExecFunc
+	r.mu.Unlock()
+	if !ok {
+		return nil, runtime.ErrNotFound
+	}
+	select {
+	case <-s.exited:
+		return nil, runtime.ErrNotFound
+	default:
+	}
+	if fn == nil {
+		return nil, nil
+	}
+	return fn(ctx, id, args)
+}
+
+// record logs a call. Callers hold r.mu.
+func (r *Runtime) record(call string) { r.calls = append(r.calls, call) }
+
+// Calls returns the calls made so far, in order: "boot", "checkpoint",
+// "restore", "signal SIG", "exec ARGS..." (arguments joined by spaces).
+func (r *Runtime) Calls() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+// ResetCalls forgets the calls logged so far.
+func (r *Runtime) ResetCalls() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = nil
 }

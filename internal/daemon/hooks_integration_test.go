@@ -1,0 +1,437 @@
+package daemon_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/model"
+)
+
+// hookApp serves, on :8080, what it knows of its resumes: the generation
+// file, the marker file its hooks append to, the generation file as read by
+// each SIGUSR2 handler call, and its boot generation from the environment.
+// With CLOCK_PORT set it also sends "seq wall-time" to that UDP port of its
+// gateway (the host) every millisecond.
+const hookApp = `
+import http.server, json, os, signal, socket, threading, time
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+signals = []
+signal.signal(signal.SIGUSR2, lambda *_: signals.append(read("/run/torpor/generation")))
+
+def clock(port):
+    gateway = os.environ["FLY_PRIVATE_IP"].rsplit(".", 1)[0] + ".1"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    n = 0
+    while True:
+        n += 1
+        try:
+            s.sendto(b"%d %.6f" % (n, time.time()), (gateway, port))
+        except OSError:
+            pass
+        time.sleep(0.001)
+
+if os.environ.get("CLOCK_PORT"):
+    threading.Thread(target=clock, args=(int(os.environ["CLOCK_PORT"]),), daemon=True).start()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"generation": read("/run/torpor/generation"), "marker": read("/run/marker"),
+                           "signals": signals, "boot_env": os.environ.get("TORPOR_BOOT_GENERATION"),
+                           "now": time.time()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+`
+
+// hookAppState is what hookApp answers.
+type hookAppState struct {
+	Generation *string  `json:"generation"`
+	Marker     *string  `json:"marker"`
+	Signals    []string `json:"signals"`
+	BootEnv    string   `json:"boot_env"`
+	Now        float64  `json:"now"`
+}
+
+func hookConfig(hooks *model.Hooks, env map[string]string) model.MachineConfig {
+	return model.MachineConfig{
+		Image: rootfs,
+		Init:  model.InitConfig{Exec: []string{"python3", "-c", hookApp}},
+		Env:   env,
+		Guest: model.Guest{CPUs: 1, MemoryMB: 256},
+		Hooks: hooks,
+	}
+}
+
+func shHook(script string, timeout time.Duration) *model.Hook {
+	return &model.Hook{Cmd: []string{"/bin/sh", "-c", script}, Timeout: model.Duration{Duration: timeout}}
+}
+
+// appGet asks hookApp for its state, waiting for it to answer.
+func (d *daemon) appGet(m model.Machine) hookAppState {
+	d.t.Helper()
+	cl := http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st hookAppState
+		resp, err := cl.Get("http://" + m.PrivateIP + ":8080/")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err == nil {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("GET machine %s: %v", m.ID, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// appWait polls hookApp until ok accepts its state.
+func (d *daemon) appWait(m model.Machine, what string, ok func(hookAppState) bool) hookAppState {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := d.appGet(m)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("machine %s: %s: app state %+v", m.ID, what, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// execIn runs a command in the machine with runsc exec, as the daemon does.
+func (d *daemon) execIn(id string, args ...string) (string, error) {
+	argv := append([]string{"--root", filepath.Join(d.dataDir, "runsc"), "exec", "torpor-" + id}, args...)
+	out, err := exec.Command(runscPath, argv...).CombinedOutput()
+	return string(out), err
+}
+
+// processes lists the command lines of the machine's processes.
+func (d *daemon) processes(id string) []string {
+	d.t.Helper()
+	out, err := d.execIn(id, "python3", "-c",
+		`import os
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        print(open("/proc/%s/cmdline" % p).read().replace("\0", " ").strip())`)
+	if err != nil {
+		d.t.Fatalf("list processes: %v: %s", err, out)
+	}
+	return strings.Split(strings.TrimSpace(out), "\n")
+}
+
+// detail reads a nested event detail such as "pre_suspend.status".
+func detail(ev model.Event, path string) any {
+	var v any = ev.Request
+	for _, k := range strings.Split(path, ".") {
+		m, _ := v.(map[string]any)
+		v = m[k]
+	}
+	return v
+}
+
+func TestPreSuspendHookFailureKeepsMachineStarted(t *testing.T) {
+	d := newDaemon(t)
+	cases := []struct {
+		name    string
+		hook    *model.Hook
+		status  string
+		message string
+	}{
+		{"exit", shHook("echo not now, 2 jobs running; exit 3", 5*time.Second), "failed", "exited with status 3"},
+		{"timeout", shHook("echo draining; sleep 30", time.Second), "timeout", "timed out after 1s"},
+		{"missing", &model.Hook{Cmd: []string{"/no/such/hook"}, Timeout: model.Duration{Duration: 5 * time.Second}}, "failed", "pre_suspend hook"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := d.create(hookConfig(&model.Hooks{PreSuspend: c.hook}, nil))
+			d.appGet(m)
+			begin := time.Now()
+			err := d.c.Suspend(ctx(t), d.app, m.ID)
+			took := time.Since(begin)
+			var apiErr *client.APIError
+			if !errors.As(err, &apiErr) || apiErr.Status != 409 || !strings.Contains(apiErr.Message, c.message) {
+				t.Fatalf("suspend = %v, want 409 saying %q", err, c.message)
+			}
+			t.Logf("suspend answered %d after %v: %s", apiErr.Status, took.Round(time.Millisecond), apiErr.Message)
+			d.wantState(m.ID, model.StateStarted)
+			ev := d.event(m.ID, "suspend")
+			out, _ := detail(ev, "pre_suspend.output").(string)
+			if ev.Status != "failed" || detail(ev, "pre_suspend.status") != c.status || out == "" ||
+				!strings.Contains(apiErr.Message, out) {
+				t.Fatalf("suspend event = %+v", ev)
+			}
+			if dirs := d.snapshotDirs(m.ID); len(dirs) != 0 {
+				t.Fatalf("aborted suspend left images: %v", dirs)
+			}
+			d.appGet(m) // the app still serves
+			for _, p := range d.processes(m.ID) {
+				if strings.Contains(p, "sleep 30") {
+					t.Fatalf("the timed-out hook still runs in the machine: %q", p)
+				}
+			}
+		})
+	}
+}
+
+func TestHooksGenerationFileAndResumeSignal(t *testing.T) {
+	d := newDaemon(t)
+	hooks := &model.Hooks{
+		PreSuspend:   shHook("echo pre >> /run/marker", 5*time.Second),
+		PostResume:   shHook(`echo "post $(grep COUNT /run/torpor/generation)" >> /run/marker`, 5*time.Second),
+		ResumeSignal: "SIGUSR2",
+	}
+	m := d.create(hookConfig(hooks, nil))
+	st := d.appWait(m, "generation file at boot", func(s hookAppState) bool { return s.Generation != nil })
+	if *st.Generation != "TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=0\nTORPOR_SUSPENDED_AT=\nTORPOR_RESUMED_AT=\n" ||
+		st.BootEnv != "1" || st.Marker != nil || len(st.Signals) != 0 {
+		t.Fatalf("app after cold start: %+v generation %q", st, deref(st.Generation))
+	}
+
+	marker := ""
+	for i := 1; i <= 2; i++ {
+		d.suspend(m.ID)
+		if ev := d.event(m.ID, "suspend"); detail(ev, "pre_suspend.status") != "ok" || detail(ev, "pre_suspend.duration_ms") == nil {
+			t.Fatalf("suspend event = %+v", ev)
+		}
+		if resp := d.start(m.ID); !resp.FromSnapshot {
+			t.Fatal("not resumed")
+		}
+		ev := d.event(m.ID, "resume")
+		if detail(ev, "post_resume.status") != "ok" || detail(ev, "resume_count") != float64(i) ||
+			detail(ev, "resume_signal") != "SIGUSR2" || detail(ev, "clock_ok") != true {
+			t.Fatalf("resume event = %+v", ev)
+		}
+		t.Logf("resume %d: post_resume %vms, daemon's clock check: skew %vms ± %vms, restore %vms, total %vms", i,
+			detail(ev, "post_resume.duration_ms"), ev.Request["clock_skew_ms"], ev.Request["clock_uncertainty_ms"],
+			ev.Request["restore_ms"], ev.Request["duration_ms"])
+
+		st := d.appWait(m, "resume signal", func(s hookAppState) bool { return len(s.Signals) == i })
+		want := fmt.Sprintf("TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=%d\n", i)
+		if st.Generation == nil || !strings.HasPrefix(*st.Generation, want) ||
+			!strings.Contains(*st.Generation, "TORPOR_RESUMED_AT=20") || !strings.Contains(*st.Generation, "TORPOR_SUSPENDED_AT=20") {
+			t.Fatalf("generation file after resume %d = %q", i, deref(st.Generation))
+		}
+		// The signal came after the file was rewritten; post_resume saw the new file.
+		if st.Signals[i-1] != *st.Generation {
+			t.Fatalf("the handler of signal %d read %q, want the new file", i, st.Signals[i-1])
+		}
+		marker += fmt.Sprintf("pre\npost TORPOR_RESUME_COUNT=%d\n", i)
+		if deref(st.Marker) != marker {
+			t.Fatalf("marker = %q, want %q", deref(st.Marker), marker)
+		}
+	}
+
+	if err := d.c.Stop(ctx(t), d.app, m.ID, model.StopRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	d.start(m.ID)
+	st = d.appWait(m, "generation file after a cold start", func(s hookAppState) bool { return s.Generation != nil })
+	if !strings.HasPrefix(*st.Generation, "TORPOR_BOOT_GENERATION=2\nTORPOR_RESUME_COUNT=0\n") || st.BootEnv != "2" || st.Marker != nil {
+		t.Fatalf("app after a cold start: %+v generation %q", st, deref(st.Generation))
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}
+
+func TestPostResumeHookFailureKeepsResume(t *testing.T) {
+	d := newDaemon(t)
+	m := d.create(hookConfig(&model.Hooks{PostResume: shHook("echo cannot reach the GPU >&2; exit 4", 5*time.Second)}, nil))
+	d.appGet(m)
+	d.suspend(m.ID)
+	if resp := d.start(m.ID); !resp.FromSnapshot {
+		t.Fatal("not resumed")
+	}
+	ev := d.event(m.ID, "resume")
+	if ev.Status != "started" || detail(ev, "post_resume.status") != "failed" || detail(ev, "post_resume.exit_code") != 4.0 {
+		t.Fatalf("resume event = %+v", ev)
+	}
+	hev := d.event(m.ID, "post_resume")
+	if hev.Status != "failed" || !strings.Contains(fmt.Sprint(hev.Request["output"]), "cannot reach the GPU") {
+		t.Fatalf("post_resume event = %+v", hev)
+	}
+	d.appGet(m)
+}
+
+// clockSample is one datagram of hookApp's clock: the app's wall time when
+// it sent it and the host's when it arrived.
+type clockSample struct {
+	seq       int
+	app, recv time.Time
+}
+
+func (s clockSample) skew() time.Duration { return s.app.Sub(s.recv) }
+
+// clockListener collects hookApp's clock datagrams.
+type clockListener struct {
+	conn    *net.UDPConn
+	mu      sync.Mutex
+	samples []clockSample
+}
+
+func listenClock(t *testing.T) *clockListener {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &clockListener{conn: conn}
+	t.Cleanup(func() { conn.Close() })
+	go l.receive()
+	return l
+}
+
+func (l *clockListener) port() int { return l.conn.LocalAddr().(*net.UDPAddr).Port }
+
+func (l *clockListener) receive() {
+	buf := make([]byte, 128)
+	for {
+		n, _, err := l.conn.ReadFromUDP(buf)
+		recv := time.Now()
+		if err != nil {
+			return
+		}
+		seqText, wallText, _ := strings.Cut(string(buf[:n]), " ")
+		seq, err1 := strconv.Atoi(seqText)
+		wall, err2 := strconv.ParseFloat(wallText, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		app := time.Unix(0, int64(wall*1e9))
+		l.mu.Lock()
+		l.samples = append(l.samples, clockSample{seq: seq, app: app, recv: recv})
+		l.mu.Unlock()
+	}
+}
+
+// since returns the samples received after t, in send order.
+func (l *clockListener) since(t time.Time) []clockSample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []clockSample
+	for _, s := range l.samples {
+		if s.recv.After(t) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+// lastSeq is the highest sequence number received so far.
+func (l *clockListener) lastSeq() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.samples {
+		n = max(n, s.seq)
+	}
+	return n
+}
+
+// waitSamples waits until n samples arrived after t.
+func (l *clockListener) waitSamples(tb testing.TB, t time.Time, n int) []clockSample {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if s := l.since(t); len(s) >= n {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("only %d clock samples after 30s", len(l.since(t)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func medianSkew(samples []clockSample) time.Duration {
+	skews := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		skews[i] = s.skew()
+	}
+	slices.Sort(skews)
+	return skews[len(skews)/2]
+}
+
+// TestClockRightAfterResume measures the machine's wall clock against the
+// host's from the first instruction after a restore: the app sends its
+// time.time() over UDP every millisecond, and the first datagram sent after
+// the restore is compared with the host time it arrived at (an upper bound
+// on the skew: transit time adds to it).
+func TestClockRightAfterResume(t *testing.T) {
+	const limit = 50 * time.Millisecond
+	d := newDaemon(t)
+	l := listenClock(t)
+	m := d.create(hookConfig(nil, map[string]string{"CLOCK_PORT": strconv.Itoa(l.port())}))
+	steady := l.waitSamples(t, time.Now(), 500)
+	t.Logf("while running: median skew %v over %d samples", medianSkew(steady), len(steady))
+
+	for i, asleep := range []time.Duration{time.Second, 3 * time.Second, 10 * time.Second} {
+		d.suspend(m.ID)
+		time.Sleep(asleep)
+		before := time.Now()
+		lastSeq := l.lastSeq()
+		if resp := d.start(m.ID); !resp.FromSnapshot {
+			t.Fatal("not resumed")
+		}
+		returned := time.Now()
+		after := l.waitSamples(t, before, 100)
+		first := after[0]
+		worst := time.Duration(0)
+		for _, s := range after[:100] {
+			worst = max(worst, s.skew().Abs())
+		}
+		ev := d.event(m.ID, "resume")
+		t.Logf("resume %d after %v asleep: first datagram (seq %d, last before the suspend %d) sent at %s, "+
+			"received %v after start was called and %v before it returned: skew %v; worst of the first 100: %v; "+
+			"daemon's clock check: %vms ± %vms",
+			i+1, asleep, first.seq, lastSeq, first.app.Format("15:04:05.000000"),
+			first.recv.Sub(before).Round(time.Microsecond), returned.Sub(first.recv).Round(time.Microsecond),
+			first.skew().Round(time.Microsecond), worst.Round(time.Microsecond),
+			ev.Request["clock_skew_ms"], ev.Request["clock_uncertainty_ms"])
+		if first.seq != lastSeq+1 {
+			t.Logf("note: datagrams %d to %d were lost, the first one received is not the first sent after the restore", lastSeq+1, first.seq-1)
+		}
+		if first.skew().Abs() > limit || worst > limit {
+			t.Fatalf("clock off after resume: first datagram skew %v, worst %v (limit %v)", first.skew(), worst, limit)
+		}
+		if first.app.Before(before.Add(-limit)) {
+			t.Fatalf("first datagram after resume stamped %v before start was called", before.Sub(first.app))
+		}
+	}
+}

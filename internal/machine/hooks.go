@@ -1,0 +1,366 @@
+package machine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/store"
+)
+
+// What the app is told of suspend and resume (docs/app-authors.md):
+//
+//	suspend: pre_suspend hook → checkpoint
+//	resume:  restore → clock check + generation file → post_resume hook → resume signal
+//	boot:    TORPOR_BOOT_GENERATION in the environment, generation file
+//
+// Everything runs inside the machine through the runtime's Exec, while the
+// operation holds the machine's lock.
+
+// Hook names, as in config.hooks and in events.
+const (
+	hookPreSuspend = "pre_suspend"
+	hookPostResume = "post_resume"
+)
+
+// generationFile is where the app finds its boot generation and resume count.
+const generationFile = "/run/torpor/generation"
+
+// generationScript prints the machine's wall clock (the clock check), then
+// replaces the generation file atomically (rename) with its first argument.
+const generationScript = `date +%s.%N; mkdir -p /run/torpor && ` +
+	`printf '%s' "$1" > ` + generationFile + `.tmp && mv -f ` + generationFile + `.tmp ` + generationFile
+
+// Bounds of the daemon's own steps inside the machine.
+const (
+	generationTimeout = 10 * time.Second
+	signalTimeout     = 10 * time.Second
+	maxClockSkew      = 50 * time.Millisecond
+	hookOutputTail    = 1024 // bytes of a hook's output kept in events and errors
+)
+
+// hooksOf returns the machine's hooks; never nil.
+func hooksOf(cfg model.MachineConfig) model.Hooks {
+	if cfg.Hooks == nil {
+		return model.Hooks{}
+	}
+	return *cfg.Hooks
+}
+
+// stepCtx bounds one step by d alone: not by the operation's deadline,
+// which a long hook may have used up, nor by the client's cancellation.
+func stepCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// hookRun is what one run of a hook did.
+type hookRun struct {
+	name     string
+	timeout  time.Duration
+	err      error // nil if it exited 0
+	timedOut bool
+	exitCode int // -1 when unknown (timeout, exec failure)
+	output   string
+	duration time.Duration
+}
+
+// runHook runs hook h inside the machine, bounded by its timeout. When the
+// timeout passes, the runtime kills the hook's process group.
+func (m *Manager) runHook(ctx context.Context, mc model.Machine, name string, h *model.Hook) *hookRun {
+	timeout := h.Timeout.Duration
+	if timeout <= 0 {
+		timeout = defaultHookTimeout
+	}
+	hctx, cancel := stepCtx(ctx, timeout)
+	defer cancel()
+	begin := time.Now()
+	out, err := m.rt.Exec(hctx, sandboxID(mc.ID), h.Cmd)
+	hr := &hookRun{name: name, timeout: timeout, err: err, exitCode: exitCode(err),
+		output: outputTail(out), duration: time.Since(begin)}
+	hr.timedOut = err != nil && errors.Is(hctx.Err(), context.DeadlineExceeded)
+	if hr.timedOut {
+		hr.exitCode = -1
+	}
+	m.log.Info("hook ran", "machine", mc.ID, "hook", name, "status", hr.status(), "duration", hr.duration, "err", err)
+	return hr
+}
+
+func (r *hookRun) ok() bool { return r.err == nil }
+
+// status is "ok", "failed" or "timeout".
+func (r *hookRun) status() string {
+	switch {
+	case r.err == nil:
+		return "ok"
+	case r.timedOut:
+		return "timeout"
+	}
+	return "failed"
+}
+
+// details describes the run for an event.
+func (r *hookRun) details() map[string]any {
+	d := map[string]any{"status": r.status(), "duration_ms": r.duration.Milliseconds(), "exit_code": r.exitCode}
+	if r.output != "" {
+		d["output"] = r.output
+	}
+	if r.err != nil && !r.timedOut && r.exitCode < 0 {
+		d["error"] = r.err.Error()
+	}
+	return d
+}
+
+// describe says in a sentence what went wrong.
+func (r *hookRun) describe() string {
+	var msg string
+	switch {
+	case r.timedOut:
+		msg = fmt.Sprintf("%s hook timed out after %s and was killed", r.name, r.timeout)
+	case r.exitCode >= 0:
+		msg = fmt.Sprintf("%s hook exited with status %d", r.name, r.exitCode)
+	default:
+		msg = fmt.Sprintf("%s hook could not run: %v", r.name, r.err)
+	}
+	if r.output != "" {
+		msg += "; output: " + r.output
+	}
+	return msg
+}
+
+// exitCode is the exit status carried by err: 0 for nil, -1 if none.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return -1
+}
+
+// outputTail is the end of a hook's output, trimmed, at most hookOutputTail bytes.
+func outputTail(out []byte) string {
+	out = bytes.TrimSpace(out)
+	if len(out) > hookOutputTail {
+		out = out[len(out)-hookOutputTail:]
+	}
+	return strings.ToValidUTF8(string(out), "?")
+}
+
+// preSuspend runs the pre_suspend hook, if any. When it fails the suspend
+// is called off: the machine goes back to started, an event says why, and
+// the returned error is a conflict (HTTP 409): the app refused to be
+// suspended now; nothing is wrong with the request or the daemon.
+func (m *Manager) preSuspend(ctx context.Context, mc model.Machine) (*hookRun, error) {
+	h := hooksOf(mc.Config).PreSuspend
+	if h == nil {
+		return nil, nil
+	}
+	hr := m.runHook(ctx, mc, hookPreSuspend, h)
+	if hr.ok() {
+		return hr, nil
+	}
+	msg := "suspend aborted: " + hr.describe()
+	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateStarted
+		return tx.DeleteSnapshot(mc.ID)
+	}, event("suspend", "failed", model.SourceFlyd, map[string]any{
+		"error": msg, "machine_state": "started", hookPreSuspend: hr.details(),
+	}))
+	if err != nil {
+		return hr, model.Errorf(model.KindInternal, "%s; then: %v", msg, err)
+	}
+	return hr, model.Errorf(model.KindConflict, "%s; the machine is still started", msg)
+}
+
+// postResume runs the post_resume hook, if any, recording it in details;
+// a failure also yields a "post_resume" event with status "failed". It never
+// undoes the resume.
+func (m *Manager) postResume(ctx context.Context, mc model.Machine, details map[string]any) []model.Event {
+	h := hooksOf(mc.Config).PostResume
+	if h == nil {
+		return nil
+	}
+	hr := m.runHook(ctx, mc, hookPostResume, h)
+	details[hookPostResume] = hr.details()
+	if hr.ok() {
+		return nil
+	}
+	d := hr.details()
+	d["error"] = hr.describe()
+	return []model.Event{event(hookPostResume, "failed", model.SourceFlyd, d)}
+}
+
+// afterRestore tells a just-restored app that it was resumed, in order:
+// clock check and generation file, post_resume hook, resume signal. What
+// happened goes into details (of the resume event); a failed post_resume
+// also yields its own event. Nothing here undoes the resume.
+func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model.Snapshot, details map[string]any) []model.Event {
+	count := m.lastResumeCount(mc) + 1
+	details["resume_count"] = count
+	g := generation{boot: mc.BootGeneration, resumes: count, suspendedAt: snap.CreatedAt, resumedAt: time.Now()}
+	clock, err := m.writeGeneration(ctx, mc, g)
+	if err != nil {
+		details["generation_file_error"] = err.Error()
+	}
+	clock.record(details)
+	if !clock.ok() {
+		m.log.Warn("machine clock off after resume", "machine", mc.ID, "skew", clock.skew, "uncertainty", clock.uncertainty)
+	}
+	evs := m.postResume(ctx, mc, details)
+	m.resumeSignal(ctx, mc, details)
+	return evs
+}
+
+// resumeSignal sends hooks.resume_signal, if set, to the machine's init process.
+func (m *Manager) resumeSignal(ctx context.Context, mc model.Machine, details map[string]any) {
+	sig := hooksOf(mc.Config).ResumeSignal
+	if sig == "" {
+		return
+	}
+	sctx, cancel := stepCtx(ctx, signalTimeout)
+	defer cancel()
+	details["resume_signal"] = sig
+	if err := m.rt.Signal(sctx, sandboxID(mc.ID), sig); err != nil {
+		details["resume_signal_error"] = err.Error()
+	}
+}
+
+// bootGeneration writes the generation file of a machine just cold-started
+// (no resume yet), recording a failure in details.
+func (m *Manager) bootGeneration(ctx context.Context, mc model.Machine, details map[string]any) {
+	if _, err := m.writeGeneration(ctx, mc, generation{boot: mc.BootGeneration}); err != nil {
+		details["generation_file_error"] = err.Error()
+	}
+}
+
+// generation is what the generation file tells the app.
+type generation struct {
+	boot        uint64
+	resumes     int
+	suspendedAt time.Time // zero before the first resume
+	resumedAt   time.Time // zero before the first resume
+}
+
+// content is the file: KEY=VALUE lines, like an env file.
+func (g generation) content() string {
+	return fmt.Sprintf("TORPOR_BOOT_GENERATION=%d\nTORPOR_RESUME_COUNT=%d\nTORPOR_SUSPENDED_AT=%s\nTORPOR_RESUMED_AT=%s\n",
+		g.boot, g.resumes, timestamp(g.suspendedAt), timestamp(g.resumedAt))
+}
+
+// timestamp formats t as RFC 3339 UTC with milliseconds; "" for the zero time.
+func timestamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// writeGeneration (re)writes the generation file inside the machine. The
+// machine's root filesystem lives in its memory, so the file is part of
+// every snapshot: it must be rewritten after each restore. The same exec
+// reads the machine's wall clock, which it returns as a clock check.
+func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation) (clockCheck, error) {
+	gctx, cancel := stepCtx(ctx, generationTimeout)
+	defer cancel()
+	before := time.Now()
+	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", generationScript, "sh", g.content()})
+	after := time.Now()
+	clock := newClockCheck(out, before, after)
+	if err != nil {
+		return clock, fmt.Errorf("writing %s: %v; output: %s", generationFile, err, outputTail(out))
+	}
+	return clock, nil
+}
+
+// clockCheck compares the machine's wall clock, read once inside, with the
+// host's: the read happened between before and after (host time), so the
+// skew is measured against their midpoint, give or take half the interval.
+type clockCheck struct {
+	measured    bool
+	skew        time.Duration // machine minus host
+	uncertainty time.Duration
+}
+
+// newClockCheck reads the first line of out as Unix seconds ("date +%s.%N").
+func newClockCheck(out []byte, before, after time.Time) clockCheck {
+	line, _, _ := strings.Cut(string(out), "\n")
+	secs, err := strconv.ParseFloat(strings.TrimSpace(line), 64)
+	if err != nil || secs <= 0 {
+		return clockCheck{}
+	}
+	whole, frac := math.Modf(secs)
+	inside := time.Unix(int64(whole), int64(frac*1e9))
+	half := after.Sub(before) / 2
+	return clockCheck{measured: true, skew: inside.Sub(before.Add(half)), uncertainty: half}
+}
+
+// ok reports whether the clock is certainly within maxClockSkew, or unmeasured.
+func (c clockCheck) ok() bool {
+	return !c.measured || c.skew.Abs()-c.uncertainty <= maxClockSkew
+}
+
+// record adds the check to an event's details.
+func (c clockCheck) record(details map[string]any) {
+	if !c.measured {
+		return
+	}
+	details["clock_skew_ms"] = millis(c.skew)
+	details["clock_uncertainty_ms"] = millis(c.uncertainty)
+	details["clock_ok"] = c.ok()
+}
+
+// millis is d in milliseconds, rounded to 0.1 ms.
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/1e5) / 10
+}
+
+// lastResumeCount is how often the machine has been resumed in its current
+// boot generation, as recorded (resume_count) by the newest event of that
+// generation that carries one; 0 if none does (e.g. right after a cold
+// start).
+func (m *Manager) lastResumeCount(mc model.Machine) int {
+	var evs []model.Event
+	if err := m.store.View(func(tx *store.Tx) error {
+		var err error
+		evs, err = tx.Events(mc.ID, 0)
+		return err
+	}); err != nil {
+		m.log.Warn("read events", "machine", mc.ID, "err", err)
+		return 0
+	}
+	for _, ev := range evs { // newest first
+		n, ok := number(ev.Request["resume_count"])
+		if !ok {
+			continue
+		}
+		if gen, _ := number(ev.Request["boot_generation"]); gen != float64(mc.BootGeneration) {
+			return 0
+		}
+		return int(n)
+	}
+	return 0
+}
+
+// number reads a JSON number from an event's details, which hold float64
+// once read back from the store and Go integers before.
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	}
+	return 0, false
+}
