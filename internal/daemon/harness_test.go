@@ -78,7 +78,7 @@ func missingPrerequisite() string {
 
 // daemon is a torpor daemon process under test.
 type daemon struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	sock    string
 	cmd     *exec.Cmd
@@ -92,7 +92,7 @@ var appSeq int
 
 // newDaemon starts a daemon with its own data directory (and extra serve
 // flags) and creates an app.
-func newDaemon(t *testing.T, flags ...string) *daemon {
+func newDaemon(t testing.TB, flags ...string) *daemon {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -109,7 +109,7 @@ func newDaemon(t *testing.T, flags ...string) *daemon {
 	return d
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return c
@@ -382,7 +382,7 @@ func (d *daemon) httpGet(m model.Machine) appState {
 }
 
 // consecutive checks that counts go 1, 2, 3, ... with no gap or reset.
-func consecutive(t *testing.T, counts []int) {
+func consecutive(t testing.TB, counts []int) {
 	t.Helper()
 	for i, c := range counts {
 		if c != i+1 {

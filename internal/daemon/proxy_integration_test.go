@@ -16,7 +16,7 @@ import (
 )
 
 // freePort returns a loopback TCP port nobody listens on now.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -44,7 +44,7 @@ func serviceConfig(port int, handlers []string, autostop model.Autostop, min int
 var proxyClient = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1000}}
 
 // viaProxy GETs / through the proxy on port and decodes the app's answer.
-func viaProxy(t *testing.T, port int) appState {
+func viaProxy(t testing.TB, port int) appState {
 	t.Helper()
 	var st appState
 	resp, err := proxyClient.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
@@ -63,7 +63,7 @@ func viaProxy(t *testing.T, port int) appState {
 }
 
 // waitProxy waits until the proxy serves port.
-func waitProxy(t *testing.T, port int) appState {
+func waitProxy(t testing.TB, port int) appState {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
