@@ -42,6 +42,7 @@ daemon adopts them.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/torpor", "directory for the store, machines and snapshots")
 	f.StringVar(&cfg.ImagesDir, "images-dir", "", "directory where image names resolve to root filesystems (default DATA_DIR/images)")
 	f.StringVar(&cfg.Socket, "socket", "/run/torpor/torpor.sock", "Unix socket to serve the API on (empty: none)")
+	f.StringVar(&cfg.RunDir, "run-dir", "/run/torpor", "directory for in-machine API sockets (short paths)")
 	f.StringVar(&cfg.ListenTCP, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:4280")
 	f.StringVar(&cfg.Token, "token", "", "bearer token the API requires (env TORPOR_TOKEN)")
 	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary")

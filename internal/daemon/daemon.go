@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/guestapi"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/network"
 	"github.com/torpor-dev/torpor/internal/proxy"
@@ -31,6 +32,7 @@ type Config struct {
 	DataDir              string // store, machines, runsc state
 	ImagesDir            string // image names resolve here; default DataDir/images
 	Socket               string // Unix socket of the API
+	RunDir               string // short-lived files with short paths (in-machine API sockets)
 	ListenTCP            string // optional host:port of the API
 	Token                string // optional bearer token required by the API
 	RunscPath            string
@@ -66,12 +68,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("%w (is another torpor daemon using %s?)", err, cfg.DataDir)
 	}
 	defer st.Close()
-	rt, err := gvisor.New(gvisor.Config{RunscPath: cfg.RunscPath, RootDir: filepath.Join(cfg.DataDir, "runsc")})
+	rt, err := gvisor.New(gvisor.Config{RunscPath: cfg.RunscPath, RootDir: filepath.Join(cfg.DataDir, "runsc"),
+		ExtraFlags: []string{guestapi.RunscFlag}})
 	if err != nil {
 		return err
 	}
 	var px atomic.Pointer[proxy.Proxy]
+	self := &machineRef{} // the in-machine API needs the manager it is given to
+	gapi := guestapi.New(self, log.With("component", "guestapi"))
+	defer gapi.CloseAll()
 	mcfg := machine.Config{
+		GuestAPI: gapi,
+		RunDir:   cfg.RunDir,
 		OnChange: func() {
 			if p := px.Load(); p != nil {
 				p.Refresh()
@@ -92,6 +100,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	self.Manager = mgr
 	defer mgr.Close()
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover machines: %w", err)
@@ -178,6 +187,9 @@ func listen(cfg Config) ([]net.Listener, error) {
 	}
 	return ls, nil
 }
+
+// machineRef lets the in-machine API be built before the manager it uses.
+type machineRef struct{ *machine.Manager }
 
 // netAdapter gives package machine the view of package network it needs.
 type netAdapter struct{ n *network.Manager }

@@ -89,7 +89,7 @@
 //     is suspended anyway and may find the connection broken after resume);
 //  3. returns (the connection closes), and the operation starts
 //     settleDelay (50 ms) later, in the background, with a context that
-//     carries Source ("machine") for the machine's event (SourceFrom).
+//     carries Source ("machine") for the machine's event (model.WithSource).
 //
 // The integration test reads the 202 only after half a second: with step 2
 // it gets the answer before the checkpoint; without it (measured) the

@@ -59,7 +59,7 @@ func (f *fakeMachines) setState(app, id string, st model.State) {
 }
 
 func (f *fakeMachines) Get(ctx context.Context, app, id string) (model.Machine, error) {
-	return f.record(call{op: "get", app: app, id: id, source: SourceFrom(ctx)})
+	return f.record(call{op: "get", app: app, id: id, source: model.SourceOf(ctx)})
 }
 
 func (f *fakeMachines) Suspend(ctx context.Context, app, id string) error {
@@ -69,7 +69,7 @@ func (f *fakeMachines) Suspend(ctx context.Context, app, id string) error {
 }
 
 func (f *fakeMachines) suspend(ctx context.Context, app, id string) error {
-	m, err := f.record(call{op: "suspend", app: app, id: id, source: SourceFrom(ctx)})
+	m, err := f.record(call{op: "suspend", app: app, id: id, source: model.SourceOf(ctx)})
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (f *fakeMachines) suspend(ctx context.Context, app, id string) error {
 }
 
 func (f *fakeMachines) Stop(ctx context.Context, app, id string, req model.StopRequest) error {
-	_, err := f.record(call{op: "stop", app: app, id: id, source: SourceFrom(ctx), stop: req})
+	_, err := f.record(call{op: "stop", app: app, id: id, source: model.SourceOf(ctx), stop: req})
 	if err == nil {
 		f.setState(app, id, model.StateStopped)
 	}

@@ -56,7 +56,7 @@ func (e *endpoint) run(name string, op func(context.Context) error) {
 		e.s.log.Warn("in-machine API closed before the operation began", "machine", e.id, "op", name)
 		return
 	}
-	ctx, cancel := context.WithTimeout(WithSource(e.s.ctx, Source), e.s.opTimeout)
+	ctx, cancel := context.WithTimeout(model.WithSource(e.s.ctx, Source), e.s.opTimeout)
 	defer cancel()
 	if err := op(ctx); err != nil {
 		e.s.log.Error("operation asked for by the machine failed", "machine", e.id, "app", e.app, "op", name, "error", err)

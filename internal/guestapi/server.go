@@ -43,7 +43,7 @@ const (
 const maxSocketPath = 107
 
 // Source is the event source of operations a machine asks for itself.
-const Source = "machine"
+const Source = model.SourceMachine
 
 // Timing of an accepted operation (see the package documentation).
 const (
@@ -269,20 +269,4 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("guestapi: %w", err)
 	}
 	return l, nil
-}
-
-// sourceKey is the context key of the operation's source.
-type sourceKey struct{}
-
-// WithSource returns ctx carrying source, the event source of the operation
-// done with it.
-func WithSource(ctx context.Context, source string) context.Context {
-	return context.WithValue(ctx, sourceKey{}, source)
-}
-
-// SourceFrom returns the source carried by ctx, "" if none. Operations the
-// in-machine API starts carry Source.
-func SourceFrom(ctx context.Context) string {
-	s, _ := ctx.Value(sourceKey{}).(string)
-	return s
 }

@@ -372,15 +372,6 @@ func TestCloseAllDropsPending(t *testing.T) {
 	}
 }
 
-func TestSource(t *testing.T) {
-	if got := SourceFrom(context.Background()); got != "" {
-		t.Errorf("SourceFrom(background) = %q", got)
-	}
-	if got := SourceFrom(WithSource(context.Background(), Source)); got != "machine" {
-		t.Errorf("SourceFrom = %q", got)
-	}
-}
-
 // waitFor polls cond every 5 ms for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -41,3 +41,20 @@ func (m *Manager) etcFiles(mc model.Machine) ([]runtime.Mount, error) {
 	}
 	return mounts, nil
 }
+
+// listenGuestAPI serves the machine's in-machine API socket and returns its
+// mounts. The mounts must be the same at restore as at boot: they are, since
+// both come through prepare.
+func (m *Manager) listenGuestAPI(mc model.Machine) ([]runtime.Mount, error) {
+	if m.cfg.GuestAPI == nil {
+		return nil, nil
+	}
+	mounts, err := m.cfg.GuestAPI.Listen(mc.App, mc.ID, m.guestAPIDir(mc.ID))
+	if err != nil {
+		return nil, fmt.Errorf("in-machine API: %w", err)
+	}
+	return mounts, nil
+}
+
+// guestAPIDir is where the machine's in-machine API socket lives.
+func (m *Manager) guestAPIDir(id string) string { return filepath.Join(m.cfg.RunDir, "machines", id) }

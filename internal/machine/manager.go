@@ -39,6 +39,16 @@ type Network interface {
 	DeleteApp(ctx context.Context, app string) error
 }
 
+// GuestAPI serves the in-machine API, through which a machine may read its
+// own record and suspend or stop itself; package guestapi implements it.
+type GuestAPI interface {
+	// Listen (again) serves the machine's socket under dir and returns the
+	// mounts that put it inside the machine.
+	Listen(app, machineID, dir string) ([]runtime.Mount, error)
+	// Close stops serving the machine.
+	Close(machineID string)
+}
+
 // Config configures a Manager.
 type Config struct {
 	// DataDir holds one directory per machine (bundle, console, snapshots).
@@ -51,6 +61,12 @@ type Config struct {
 	Region string
 	// Network, if set, gives each machine its own network namespace.
 	Network Network
+	// GuestAPI, if set, is mounted into every machine.
+	GuestAPI GuestAPI
+	// RunDir holds short-lived files with short paths, such as the
+	// in-machine API sockets (Unix socket paths are limited to 107 bytes;
+	// default /run/torpor).
+	RunDir string
 	// StopTimeout is how long stop waits for the process to exit after the
 	// stop signal before killing it, when the request and config say nothing (default 10s).
 	StopTimeout time.Duration
@@ -87,6 +103,9 @@ type Manager struct {
 func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 	if cfg.SuspendMemoryLimitMB == 0 {
 		cfg.SuspendMemoryLimitMB = 2048
+	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = "/run/torpor"
 	}
 	if cfg.Region == "" {
 		cfg.Region = "local"

@@ -87,6 +87,9 @@ func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
 			return err
 		}
 	}
+	if _, err := m.listenGuestAPI(mc); err != nil {
+		return err
+	}
 	m.supervise(mc.ID)
 	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateStarted

@@ -135,7 +135,11 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, 
 		}
 	}
 	spec.Env = m.environ(mc)
-	spec.Mounts, err = m.etcFiles(mc)
+	if spec.Mounts, err = m.etcFiles(mc); err != nil {
+		return spec, err
+	}
+	api, err := m.listenGuestAPI(mc)
+	spec.Mounts = append(spec.Mounts, api...)
 	return spec, err
 }
 

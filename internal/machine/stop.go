@@ -133,6 +133,12 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 	}
 	m.closeConsole(mc.ID)
 	m.closeLog(mc.ID)
+	if m.cfg.GuestAPI != nil {
+		m.cfg.GuestAPI.Close(mc.ID)
+		if err := os.RemoveAll(m.guestAPIDir(mc.ID)); err != nil {
+			return err
+		}
+	}
 	if m.cfg.Network != nil {
 		if err := m.cfg.Network.Detach(ctx, mc.ID); err != nil {
 			return err

@@ -95,6 +95,8 @@ const (
 	SourceUser  = "user"
 	SourceFlyd  = "flyd" // the daemon itself, Fly's name for its host agent
 	SourceProxy = "proxy"
+	// SourceMachine is a machine acting on itself through the in-machine API.
+	SourceMachine = "machine"
 )
 
 // CreateMachineRequest is the body of POST /v1/apps/{app}/machines.
