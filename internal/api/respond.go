@@ -61,21 +61,7 @@ func statusOf(err error) int {
 	if errors.As(err, &tooBig) {
 		return http.StatusRequestEntityTooLarge
 	}
-	switch model.KindOf(err) {
-	case model.KindInvalid:
-		return http.StatusBadRequest
-	case model.KindNotFound:
-		return http.StatusNotFound
-	case model.KindConflict:
-		return http.StatusConflict
-	case model.KindPrecondition:
-		return http.StatusPreconditionFailed
-	case model.KindTimeout:
-		return http.StatusRequestTimeout
-	case model.KindUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
+	return model.KindOf(err).HTTPStatus()
 }
 
 // errNoBody is returned by decodeBody for an empty body.

@@ -359,19 +359,27 @@ type appState struct {
 // httpGet asks the machine's app over the machine network.
 func (d *daemon) httpGet(m model.Machine) appState {
 	d.t.Helper()
+	var st appState
+	d.getJSON(m, &st)
+	return st
+}
+
+// getJSON GETs / from the machine's app on port 8080 into v, retrying for
+// up to 30 s while the app comes up.
+func (d *daemon) getJSON(m model.Machine, v any) {
+	d.t.Helper()
 	if m.PrivateIP == "" {
 		d.t.Fatalf("machine %s has no private IP", m.ID)
 	}
-	var st appState
 	cl := http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := cl.Get("http://" + m.PrivateIP + ":8080/")
 		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
+			err = json.NewDecoder(resp.Body).Decode(v)
 			resp.Body.Close()
 			if err == nil {
-				return st
+				return
 			}
 		}
 		if time.Now().After(deadline) {

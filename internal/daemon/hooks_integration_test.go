@@ -1,11 +1,9 @@
 package daemon_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -95,23 +93,9 @@ func shHook(script string, timeout time.Duration) *model.Hook {
 // appGet asks hookApp for its state, waiting for it to answer.
 func (d *daemon) appGet(m model.Machine) hookAppState {
 	d.t.Helper()
-	cl := http.Client{Timeout: 5 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var st hookAppState
-		resp, err := cl.Get("http://" + m.PrivateIP + ":8080/")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if err == nil {
-				return st
-			}
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("GET machine %s: %v", m.ID, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var st hookAppState
+	d.getJSON(m, &st)
+	return st
 }
 
 // appWait polls hookApp until ok accepts its state.

@@ -3,7 +3,6 @@ package guestapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -168,27 +167,7 @@ func (e *endpoint) writeErr(w http.ResponseWriter, err error) {
 }
 
 // statusOf maps an error's model.Kind to an HTTP status.
-func statusOf(err error) int {
-	var e *model.Error
-	if !errors.As(err, &e) {
-		return http.StatusInternalServerError
-	}
-	switch e.Kind {
-	case model.KindInvalid:
-		return http.StatusBadRequest
-	case model.KindNotFound:
-		return http.StatusNotFound
-	case model.KindConflict:
-		return http.StatusConflict
-	case model.KindPrecondition:
-		return http.StatusPreconditionFailed
-	case model.KindTimeout:
-		return http.StatusRequestTimeout
-	case model.KindUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+func statusOf(err error) int { return model.KindOf(err).HTTPStatus() }
 
 // writeError answers {"error": msg}.
 func writeError(w http.ResponseWriter, status int, msg string) {

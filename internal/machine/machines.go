@@ -81,17 +81,11 @@ func (m *Manager) Update(ctx context.Context, app, id string, req model.UpdateMa
 	if err := m.normalize(&cfg); err != nil {
 		return model.Machine{}, err
 	}
-	unlock, err := m.lock(ctx, id)
-	if err != nil {
-		return model.Machine{}, err
-	}
-	defer unlock()
-	ctx, cancel := detach(ctx)
-	defer cancel()
-	mc, err := m.machine(app, id)
+	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return mc, err
 	}
+	defer end()
 	prev := mc.State
 	switch prev {
 	case model.StateStarted:

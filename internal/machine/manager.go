@@ -179,6 +179,24 @@ func (m *Manager) lock(ctx context.Context, id string) (unlock func(), err error
 	}
 }
 
+// begin starts an operation on machine id of app: it takes the machine's
+// lock, detaches the operation's context from the request's cancellation
+// (see lock) and loads the machine. Call end when the operation is over.
+func (m *Manager) begin(ctx context.Context, app, id string) (_ context.Context, _ model.Machine, end func(), _ error) {
+	unlock, err := m.lock(ctx, id)
+	if err != nil {
+		return ctx, model.Machine{}, nil, err
+	}
+	ctx, cancel := detach(ctx)
+	end = func() { cancel(); unlock() }
+	mc, err := m.machine(app, id)
+	if err != nil {
+		end()
+		return ctx, mc, nil, err
+	}
+	return ctx, mc, end, nil
+}
+
 // changes returns a channel closed at the machine's next state change.
 func (m *Manager) changes(id string) <-chan struct{} {
 	m.mu.Lock()

@@ -19,17 +19,11 @@ import (
 // cold-started, with the reason in its events, when that is impossible); a
 // created or stopped one is cold-started.
 func (m *Manager) Start(ctx context.Context, app, id string) (model.StartResponse, error) {
-	unlock, err := m.lock(ctx, id)
+	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return model.StartResponse{}, err
 	}
-	defer unlock()
-	ctx, cancel := detach(ctx)
-	defer cancel()
-	mc, err := m.machine(app, id)
-	if err != nil {
-		return model.StartResponse{}, err
-	}
+	defer end()
 	resp := model.StartResponse{PreviousState: mc.State}
 	switch mc.State {
 	case model.StateSuspended:

@@ -13,17 +13,11 @@ import (
 // if it has not exited within the timeout; a suspended machine's snapshot is
 // discarded (invariant 3). Stopping a stopped machine succeeds.
 func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopRequest) error {
-	unlock, err := m.lock(ctx, id)
+	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	ctx, cancel := detach(ctx)
-	defer cancel()
-	mc, err := m.machine(app, id)
-	if err != nil {
-		return err
-	}
+	defer end()
 	switch mc.State {
 	case model.StateStarted:
 		return m.stopRunning(ctx, mc, req)
@@ -99,17 +93,11 @@ func (m *Manager) discardSuspended(ctx context.Context, mc model.Machine, state 
 // Destroy removes a machine and everything it has on disk. A started machine
 // is only destroyed with force.
 func (m *Manager) Destroy(ctx context.Context, app, id string, force bool) error {
-	unlock, err := m.lock(ctx, id)
+	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	ctx, cancel := detach(ctx)
-	defer cancel()
-	mc, err := m.machine(app, id)
-	if err != nil {
-		return err
-	}
+	defer end()
 	switch {
 	case mc.State == model.StateDestroyed:
 		return nil

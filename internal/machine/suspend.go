@@ -16,17 +16,11 @@ import (
 // atomic from the user's view (invariant 4): the machine ends suspended with
 // a sealed snapshot, or it stays started and an event says why.
 func (m *Manager) Suspend(ctx context.Context, app, id string) error {
-	unlock, err := m.lock(ctx, id)
+	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	ctx, cancel := detach(ctx)
-	defer cancel()
-	mc, err := m.machine(app, id)
-	if err != nil {
-		return err
-	}
+	defer end()
 	if why := m.suspendIneligible(&mc.Config); why != "" {
 		return model.Errorf(model.KindPrecondition, "machine %s cannot be suspended: %s", id, why)
 	}

@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // Kind classifies an error for the API, which maps each kind to an HTTP status.
@@ -43,3 +44,22 @@ func KindOf(err error) Kind {
 
 // IsNotFound reports whether err is a KindNotFound error.
 func IsNotFound(err error) bool { return KindOf(err) == KindNotFound }
+
+// HTTPStatus is the HTTP status an API answers for an error of kind k.
+func (k Kind) HTTPStatus() int {
+	switch k {
+	case KindInvalid:
+		return http.StatusBadRequest
+	case KindNotFound:
+		return http.StatusNotFound
+	case KindConflict:
+		return http.StatusConflict
+	case KindPrecondition:
+		return http.StatusPreconditionFailed
+	case KindTimeout:
+		return http.StatusRequestTimeout
+	case KindUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
