@@ -174,7 +174,7 @@ func writeStatus(cmd *cobra.Command, m model.Machine, events []model.Event) erro
 		row("Cordoned", "yes")
 	}
 	row("Image", dash(m.Config.Image))
-	row("Command", dash(commandLine(m.Config.Init)))
+	row("Command", dash(truncate(commandLine(m.Config.Init), maxDetails)))
 	row("Guest", guestSummary(m.Config.Guest))
 	if len(m.Config.Env) > 0 {
 		row("Env", envKeys(m.Config.Env))
