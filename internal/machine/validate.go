@@ -43,7 +43,7 @@ func (m *Manager) normalize(cfg *model.MachineConfig) error {
 		cfg.Guest.CPUKind = "shared"
 	}
 	checks := []func(*model.MachineConfig) error{
-		checkGuest, checkInit, checkEnv, checkRestart, checkServices, checkHooks, m.checkImage, m.checkAutosuspend,
+		checkGuest, checkInit, checkEnv, checkRestart, checkServices, checkHooks, checkGPUSuspend, m.checkImage, m.checkAutosuspend,
 	}
 	for _, check := range checks {
 		if err := check(cfg); err != nil {
@@ -201,6 +201,35 @@ func signalName(s string) (string, error) {
 	return name, nil
 }
 
+// checkGPUSuspend checks config.guest.gpu_suspend. Host-memory mode is a
+// promise by the app that its hooks move device state out before the
+// checkpoint and back after the restore, so it requires both hooks. It is
+// accepted with gpus = 0 too, so that one config serves hosts with and
+// without GPUs (and the CPU stand-in of examples/gpu-host-memory).
+func checkGPUSuspend(cfg *model.MachineConfig) error {
+	switch cfg.Guest.GPUSuspend {
+	case "":
+		return nil
+	case model.GPUSuspendHostMemory:
+	default:
+		return invalid("config.guest.gpu_suspend must be %q or unset, got %q", model.GPUSuspendHostMemory, cfg.Guest.GPUSuspend)
+	}
+	h := hooksOf(*cfg)
+	var missing []string
+	if h.PreSuspend == nil {
+		missing = append(missing, "config.hooks.pre_suspend")
+	}
+	if h.PostResume == nil {
+		missing = append(missing, "config.hooks.post_resume")
+	}
+	if len(missing) > 0 {
+		return invalid("config.guest.gpu_suspend %q requires both config.hooks.pre_suspend and config.hooks.post_resume "+
+			"(the app moves its device state to host memory before the checkpoint and back after the restore); missing %s",
+			model.GPUSuspendHostMemory, strings.Join(missing, " and "))
+	}
+	return nil
+}
+
 // checkImage resolves the image to a root filesystem directory.
 func (m *Manager) checkImage(cfg *model.MachineConfig) error {
 	_, err := m.rootfs(cfg.Image)
@@ -236,8 +265,10 @@ func (m *Manager) suspendIneligible(cfg *model.MachineConfig) string {
 		return fmt.Sprintf("swap_size_mb is %d; machines with swap cannot be suspended", cfg.SwapSizeMB)
 	case cfg.Schedule != "":
 		return fmt.Sprintf("schedule is %q; scheduled machines cannot be suspended", cfg.Schedule)
-	case cfg.Guest.GPUs > 0:
-		return fmt.Sprintf("guest.gpus is %d; GPU state cannot be snapshotted", cfg.Guest.GPUs)
+	case cfg.Guest.GPUs > 0 && cfg.Guest.GPUSuspend != model.GPUSuspendHostMemory:
+		return fmt.Sprintf("guest.gpus is %d; GPU state cannot be snapshotted (unless the app keeps it in host memory "+
+			"across the suspend: guest.gpu_suspend %q with pre_suspend and post_resume hooks, see docs/gpu.md)",
+			cfg.Guest.GPUs, model.GPUSuspendHostMemory)
 	}
 	return ""
 }

@@ -40,7 +40,17 @@ type Guest struct {
 	MemoryMB int    `json:"memory_mb,omitempty"`
 	GPUs     int    `json:"gpus,omitempty"`
 	GPUKind  string `json:"gpu_kind,omitempty"`
+	// GPUSuspend is a torpor extension: how a machine with GPUs may be
+	// suspended. Unset, it cannot be (GPU state is not in a snapshot);
+	// "host-memory" lets it be, the app moving its device state to host
+	// memory in hooks.pre_suspend and back in hooks.post_resume (docs/gpu.md).
+	GPUSuspend string `json:"gpu_suspend,omitempty"`
 }
+
+// GPUSuspendHostMemory is the guest.gpu_suspend value that makes a machine
+// with GPUs eligible for suspend: its hooks keep device state in host memory
+// across the snapshot.
+const GPUSuspendHostMemory = "host-memory"
 
 // Service publishes a port of the machine through the proxy.
 type Service struct {
