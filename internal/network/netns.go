@@ -10,11 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on a fresh OS thread switched into ns and switches the
-// thread back afterwards. If switching back fails the thread stays locked,
-// so the Go runtime destroys it when the goroutine ends instead of reusing a
-// thread that is in the wrong namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
+// onThread runs fn on a fresh OS thread locked for it and then switches the
+// thread back to the network namespace it started in. If switching back fails
+// the thread stays locked, so the Go runtime destroys it when the goroutine
+// ends instead of reusing a thread that is in the wrong namespace.
+func onThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -25,11 +25,6 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
 		ferr := fn()
 		if err := netns.Set(orig); err != nil {
 			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
@@ -41,6 +36,16 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
+// inNetns runs fn on a fresh OS thread switched into ns (see onThread).
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter netns: %w", err)
+		}
+		return fn()
+	})
+}
+
 // createNetns creates a new network namespace and bind-mounts it at path,
 // which must not exist, like `ip netns add` does.
 func createNetns(path string) error {
@@ -49,30 +54,16 @@ func createNetns(path string) error {
 		return fmt.Errorf("create netns file: %w", err)
 	}
 	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
+	err = onThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
 		}
-		defer orig.Close()
-		var merr error
-		if merr = unix.Unshare(unix.CLONE_NEWNET); merr != nil {
-			merr = fmt.Errorf("unshare: %w", merr)
-		} else if merr = unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); merr != nil {
-			merr = fmt.Errorf("bind-mount netns at %s: %w", path, merr)
+		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind-mount netns at %s: %w", path, err)
 		}
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(merr, fmt.Errorf("restore netns: %w", err))
-			return // thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- merr
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		_ = unix.Unmount(path, unix.MNT_DETACH)
 		_ = os.Remove(path)
 		return err
