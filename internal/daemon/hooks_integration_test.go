@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -379,15 +378,11 @@ func medianSkew(samples []clockSample) time.Duration {
 // the restore is compared with the host time it arrived at (an upper bound
 // on the skew: transit time adds to it).
 //
-// It fails on this gVisor build about one resume in three (after some
-// seconds asleep the first reads are behind by the whole time suspended, for
-// tens of milliseconds, before the sentry refreshes the vDSO clock page), so
-// it only runs with TORPOR_CLOCK_TEST=1 until that is fixed: it is the
-// reproducer, not a regression guard.
+// Without torpor's freeze (SIGSTOP before the checkpoint, SIGCONT once the
+// daemon has seen the clock right), this failed on the pinned gVisor build in
+// about one resume in three: after seconds asleep the first reads were behind
+// by the whole time suspended, for tens of milliseconds.
 func TestClockRightAfterResume(t *testing.T) {
-	if os.Getenv("TORPOR_CLOCK_TEST") != "1" {
-		t.Skip("known gVisor race: the wall clock can be stale right after a restore; set TORPOR_CLOCK_TEST=1 to run")
-	}
 	const limit = 50 * time.Millisecond
 	d := newDaemon(t)
 	l := listenClock(t)

@@ -206,7 +206,7 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	count := m.lastResumeCount(mc) + 1
 	details["resume_count"] = count
 	g := generation{boot: mc.BootGeneration, resumes: count, suspendedAt: snap.CreatedAt, resumedAt: time.Now()}
-	clock, err := m.writeGeneration(ctx, mc, g)
+	clock, err := m.settleClock(ctx, mc, g)
 	if err != nil {
 		details["generation_file_error"] = err.Error()
 	}
@@ -214,9 +214,36 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	if !clock.ok() {
 		m.log.Warn("machine clock off after resume", "machine", mc.ID, "skew", clock.skew, "uncertainty", clock.uncertainty)
 	}
+	m.thaw(ctx, mc, details)
 	evs := m.postResume(ctx, mc, details)
 	m.resumeSignal(ctx, mc, details)
 	return evs
+}
+
+// Clock settling after a restore: the sandbox can serve the time of the
+// snapshot for a short while (until gVisor's timekeeper refreshes the clock
+// page it reloaded), so the check is repeated while the app is still frozen.
+const (
+	clockSettleTries = 20
+	clockSettlePause = 50 * time.Millisecond
+)
+
+// settleClock writes the generation file and checks the machine's clock,
+// again and again while the clock is off, for about a second at most.
+func (m *Manager) settleClock(ctx context.Context, mc model.Machine, g generation) (clockCheck, error) {
+	clock, err := m.writeGeneration(ctx, mc, g)
+	for try := 1; try < clockSettleTries && err == nil && !clock.ok(); try++ {
+		time.Sleep(clockSettlePause)
+		clock, err = m.writeGeneration(ctx, mc, g)
+	}
+	return clock, err
+}
+
+// thaw continues the processes frozen for the checkpoint (see suspend).
+func (m *Manager) thaw(ctx context.Context, mc model.Machine, details map[string]any) {
+	if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGCONT"); err != nil {
+		details["thaw_error"] = err.Error()
+	}
 }
 
 // resumeSignal sends hooks.resume_signal, if set, to the machine's init process.

@@ -138,7 +138,9 @@ func TestHooksRunInOrderAroundSuspendAndResume(t *testing.T) {
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 	e.start(mc.ID)
 
-	want := []string{"exec /pre", "checkpoint", "restore", "exec /bin/sh", "exec /post", "signal SIGUSR2"}
+	// The app is frozen from before the checkpoint until its clock is checked.
+	want := []string{"exec /pre", "signal-all SIGSTOP", "checkpoint", "restore", "exec /bin/sh",
+		"signal-all SIGCONT", "exec /post", "signal SIGUSR2"}
 	var got []string
 	for _, c := range e.rt.Calls() {
 		if c == "checkpoint" || c == "restore" || strings.HasPrefix(c, "signal") || strings.HasPrefix(c, "exec") {

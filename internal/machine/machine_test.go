@@ -269,6 +269,17 @@ func TestCrashDuringSuspend(t *testing.T) {
 	})
 }
 
+func TestCrashWhileFrozenForCheckpointThawsOnRecovery(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	e.crashAt("after-freeze", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+	e.wantState(mc.ID, model.StateStarted)
+	calls := e.rt.Calls()
+	if len(calls) == 0 || calls[len(calls)-1] != "signal-all SIGCONT" {
+		t.Fatalf("recovery did not continue the frozen processes: %q", calls)
+	}
+}
+
 func TestStaleGenerationSnapshotRefused(t *testing.T) {
 	e := newEnv(t)
 	mc := e.create()

@@ -77,7 +77,7 @@ type Config struct {
 	// (the proxy uses it to see new machines and states at once).
 	OnChange func()
 	// Fault, if set, is called at named points of an operation
-	// ("after-claim", "after-checkpoint", "after-seal"); crash tests use it
+	// ("after-claim", "after-freeze", "after-checkpoint", "after-seal"); crash tests use it
 	// to kill the daemon exactly there.
 	Fault func(point string)
 }

@@ -90,6 +90,13 @@ func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
 	if _, err := m.listenGuestAPI(mc); err != nil {
 		return err
 	}
+	if mc.State == model.StateStarting || mc.State == model.StateSuspending {
+		// The daemon may have died with the app frozen for a checkpoint
+		// or a clock check; continuing running processes is harmless.
+		if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGCONT"); err != nil {
+			return err
+		}
+	}
 	m.supervise(mc.ID)
 	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateStarted

@@ -60,6 +60,12 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	if err := os.MkdirAll(snap.Dir, 0o700); err != nil {
 		return m.failSuspend(ctx, f, "create snapshot directory", err, true)
 	}
+	// Freeze every process for the checkpoint: the app then comes back
+	// stopped and only runs again once its clock is checked (afterRestore).
+	if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGSTOP"); err != nil {
+		return m.failSuspend(ctx, f, "freeze processes", err, true)
+	}
+	m.fault("after-freeze")
 	r := m.currentRun(mc.ID)
 	m.endRun(mc.ID) // the sandbox's exit is ours from here on
 	checkpointBegin := time.Now()
@@ -124,6 +130,7 @@ func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string
 		m.supervise(mc.ID)
 		snapshot.Remove(snap.Dir)
 		details := map[string]any{"error": msg, "machine_state": "started"}
+		m.thaw(ctx, mc, details)
 		evs := m.afterFailedSuspend(ctx, f, details)
 		return joinFail(msg, m.backToStarted(mc, details, evs))
 	}

@@ -77,6 +77,8 @@ type Runtime interface {
 	Restore(ctx context.Context, spec Spec, imageDir string) error
 	// Signal sends a signal (e.g. "SIGTERM") to the sandbox's init process.
 	Signal(ctx context.Context, id, signal string) error
+	// SignalAll sends a signal to every process in the sandbox.
+	SignalAll(ctx context.Context, id, signal string) error
 	// Kill stops the sandbox at once and deletes it. Killing an absent sandbox is not an error.
 	Kill(ctx context.Context, id string) error
 	// Wait blocks until the sandbox's process exits (or ctx ends) and reports how.

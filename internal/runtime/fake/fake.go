@@ -176,6 +176,17 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir strin
 	return nil
 }
 
+// SignalAll implements runtime.Runtime: it only records the signal.
+func (r *Runtime) SignalAll(ctx context.Context, id, signal string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("signal-all " + signal)
+	if _, ok := r.sandboxes[id]; !ok {
+		return runtime.ErrNotFound
+	}
+	return nil
+}
+
 // Signal implements runtime.Runtime. The fake app handles SIGUSR1,
 // SIGUSR2, SIGHUP, SIGWINCH and SIGCONT (they are only logged); every other
 // signal ends it.

@@ -212,7 +212,20 @@ func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 	if signal == "" {
 		return errors.New("gvisor: empty signal")
 	}
-	if _, err := r.run(ctx, "kill", id, signal); err != nil {
+	return r.kill(ctx, id, id, signal)
+}
+
+// SignalAll sends signal to every process in the sandbox (runsc kill --all).
+func (r *Runtime) SignalAll(ctx context.Context, id, signal string) error {
+	if signal == "" {
+		return errors.New("gvisor: empty signal")
+	}
+	return r.kill(ctx, id, "--all", id, signal)
+}
+
+// kill runs "runsc kill args..." for sandbox id.
+func (r *Runtime) kill(ctx context.Context, id string, args ...string) error {
+	if _, err := r.run(ctx, "kill", args...); err != nil {
 		if isNotExist(err) {
 			return fmt.Errorf("gvisor: signal %s: %w", id, runtime.ErrNotFound)
 		}
