@@ -169,7 +169,9 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		_, cerr := m.coldStart(ctx, mc, err.Error())
 		return false, cerr
 	}
+	claimed := time.Now()
 	spec, err := m.prepare(ctx, mc)
+	prepared := time.Now()
 	if err == nil {
 		err = m.rt.Restore(ctx, spec, dir)
 	}
@@ -182,7 +184,8 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	m.supervise(mc.ID)
 	snapshot.Remove(snap.Dir)
 	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
-		"restore_ms": time.Since(begin).Milliseconds()}
+		"restore_ms": time.Since(begin).Milliseconds(), "claim_verify_ms": claimed.Sub(begin).Milliseconds(),
+		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": time.Since(prepared).Milliseconds()}
 	// The machine stays starting until the app has been told it was
 	// resumed (post_resume may have to make it ready, e.g. reload a model).
 	evs := m.afterRestore(ctx, mc, snap, details)
