@@ -256,31 +256,45 @@ func (m *Manager) allocate(app, machineID string) (machineState, error) {
 		}
 		return ms, nil
 	}
+	var ms machineState
+	err := m.update(func(next *state) error {
+		as, ok := next.Apps[app]
+		if !ok {
+			busy, err := m.hostBusy()
+			if err != nil {
+				return err
+			}
+			subnet, err := next.allocSubnet(m.cfg.Range, busy)
+			if err != nil {
+				return err
+			}
+			as = appState{Subnet: subnet}
+			next.Apps[app] = as
+		}
+		ip, err := next.allocIP(as.Subnet)
+		if err != nil {
+			return err
+		}
+		ms = machineState{App: app, IP: ip}
+		next.Machines[machineID] = ms
+		return nil
+	})
+	return ms, err
+}
+
+// update applies change to a copy of the allocations, saves the copy
+// durably and only then makes it current, so the saved file and memory never
+// disagree. Callers hold m.mu.
+func (m *Manager) update(change func(next *state) error) error {
 	next := m.st.clone()
-	as, ok := next.Apps[app]
-	if !ok {
-		busy, err := m.hostBusy()
-		if err != nil {
-			return machineState{}, err
-		}
-		subnet, err := next.allocSubnet(m.cfg.Range, busy)
-		if err != nil {
-			return machineState{}, err
-		}
-		as = appState{Subnet: subnet}
-		next.Apps[app] = as
+	if err := change(next); err != nil {
+		return err
 	}
-	ip, err := next.allocIP(as.Subnet)
-	if err != nil {
-		return machineState{}, err
-	}
-	ms := machineState{App: app, IP: ip}
-	next.Machines[machineID] = ms
 	if err := next.save(m.cfg.StateDir); err != nil {
-		return machineState{}, err
+		return err
 	}
 	m.st = next
-	return ms, nil
+	return nil
 }
 
 // hostBusy returns a function that reports whether a route of the host
@@ -382,13 +396,10 @@ func (m *Manager) detach(ctx context.Context, machineID string) error {
 	if _, ok := m.st.Machines[machineID]; !ok {
 		return nil
 	}
-	next := m.st.clone()
-	delete(next.Machines, machineID)
-	if err := next.save(m.cfg.StateDir); err != nil {
-		return err
-	}
-	m.st = next
-	return nil
+	return m.update(func(next *state) error {
+		delete(next.Machines, machineID)
+		return nil
+	})
 }
 
 // DeleteApp removes app's bridge (and isolation rule) and frees its subnet.
@@ -424,13 +435,10 @@ func (m *Manager) deleteApp(ctx context.Context, app string) error {
 	if err := deleteLink(m.host, br); err != nil {
 		return err
 	}
-	next := m.st.clone()
-	delete(next.Apps, app)
-	if err := next.save(m.cfg.StateDir); err != nil {
-		return err
-	}
-	m.st = next
-	return nil
+	return m.update(func(next *state) error {
+		delete(next.Apps, app)
+		return nil
+	})
 }
 
 // machinesOf counts the machines allocated to app.
