@@ -1,7 +1,8 @@
 // Package api owns torpor's REST API: an http.Handler that serves the Fly
 // Machines API (apps, machines, lifecycle operations, wait, events) over the
-// Machines interface, with JSON errors, input validation, optional bearer token
-// authentication and request logging. It holds no state of its own.
+// Machines interface, with JSON errors, input validation, bearer token
+// authentication scoped per app (see auth.go and docs/security.md) and
+// request logging. It holds no state of its own.
 package api
 
 import (
@@ -11,9 +12,10 @@ import (
 
 // Config configures the API handler.
 type Config struct {
-	// Token, when set, is the bearer token every /v1 request must carry
-	// ("Authorization: Bearer <token>").
-	Token string
+	// Tokens authenticates the bearer tokens of requests that did not come
+	// over the local admin socket (see WithLocalAdmin) and serves
+	// /v1/tokens. When nil, only local requests are accepted.
+	Tokens Tokens
 }
 
 // maxBodyBytes bounds request bodies.
@@ -43,6 +45,10 @@ func New(m Machines, cfg Config, logger *slog.Logger) http.Handler {
 func (s *server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.healthz)
 
+	s.handleAdmin(mux, "POST /v1/tokens", s.createToken)
+	s.handleAdmin(mux, "GET /v1/tokens", s.listTokens)
+	s.handleAdmin(mux, "DELETE /v1/tokens/{id}", s.revokeToken)
+
 	s.handle(mux, "POST /v1/apps", s.createApp)
 	s.handle(mux, "GET /v1/apps", s.listApps)
 	s.handle(mux, "GET /v1/apps/{app}", s.getApp)
@@ -59,7 +65,7 @@ func (s *server) routes(mux *http.ServeMux) {
 	s.handle(mux, "POST "+machine+"/suspend", s.suspendMachine)
 	s.handle(mux, "GET "+machine+"/wait", s.waitMachine)
 	s.handle(mux, "GET "+machine+"/events", s.machineEvents)
-	mux.HandleFunc("GET "+machine+"/logs", s.machineLogs) // streams, so not an endpoint
+	mux.HandleFunc("GET "+machine+"/logs", s.authorized(s.machineLogs)) // streams, so not an endpoint
 	s.handle(mux, "POST "+machine+"/cordon", s.cordonMachine)
 	s.handle(mux, "POST "+machine+"/uncordon", s.uncordonMachine)
 }
@@ -68,9 +74,23 @@ func (s *server) routes(mux *http.ServeMux) {
 // JSON, or an error that is sent as {"error": "..."}.
 type endpoint func(r *http.Request) (status int, body any, err error)
 
-// handle registers an endpoint on mux.
+// handle registers an endpoint on mux; a route with an {app} is only for
+// callers allowed that app.
 func (s *server) handle(mux *http.ServeMux, pattern string, e endpoint) {
+	s.register(mux, pattern, e, false)
+}
+
+// handleAdmin registers an endpoint only admins may use.
+func (s *server) handleAdmin(mux *http.ServeMux, pattern string, e endpoint) {
+	s.register(mux, pattern, e, true)
+}
+
+func (s *server) register(mux *http.ServeMux, pattern string, e endpoint, adminOnly bool) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := authorize(r, adminOnly); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		status, body, err := e(r)
 		if err != nil {
@@ -79,6 +99,18 @@ func (s *server) handle(mux *http.ServeMux, pattern string, e endpoint) {
 		}
 		writeJSON(w, status, body)
 	})
+}
+
+// authorized wraps a plain handler of a route with an {app} so that it only
+// serves callers allowed that app.
+func (s *server) authorized(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := authorize(r, false); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // healthz answers liveness probes; it needs no token.

@@ -36,14 +36,22 @@ func (s *server) createApp(r *http.Request) (int, any, error) {
 		return 0, nil, model.Errorf(model.KindInvalid,
 			"invalid app_name %q: must be 1-63 lowercase letters, digits or dashes", req.AppName)
 	}
+	if c := callerOf(r.Context()); !c.allows(req.AppName) {
+		return 0, nil, forbidden("token %s may only create the apps it is scoped to (%s), not %q",
+			c.token.ID, strings.Join(c.token.Apps, ", "), req.AppName)
+	}
 	app, err := s.m.CreateApp(r.Context(), model.App{Name: req.AppName, Org: req.OrgSlug})
 	return http.StatusCreated, app, err
 }
 
 func (s *server) listApps(r *http.Request) (int, any, error) {
-	apps, err := s.m.ListApps(r.Context())
-	if apps == nil {
-		apps = []model.App{}
+	all, err := s.m.ListApps(r.Context())
+	c := callerOf(r.Context())
+	apps := []model.App{}
+	for _, app := range all {
+		if c.allows(app.Name) {
+			apps = append(apps, app)
+		}
 	}
 	return http.StatusOK, appList{TotalApps: len(apps), Apps: apps}, err
 }

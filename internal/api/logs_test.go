@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/api/apitest"
 	"github.com/torpor-dev/torpor/internal/logs"
 )
 
 func logEnv(t *testing.T) (*env, string, *logs.Log) {
 	t.Helper()
 	e := newEnv(t, api.Config{})
+	e.h = apitest.Local(e.h) // the tests below call e.h directly
 	e.fake.SetLogDir(t.TempDir())
 	m := e.machine()
 	lg, err := e.fake.Logs(context.Background(), "web", m.ID)

@@ -1,11 +1,9 @@
 package api
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -58,46 +56,13 @@ func (h *headerRecorder) WriteHeader(status int) {
 	}
 }
 
-// authenticate requires the bearer token on /v1 requests when one is set.
-func (s *server) authenticate(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
-		return next
-	}
-	want := []byte(s.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1" && !strings.HasPrefix(r.URL.Path, "/v1/") {
-			next.ServeHTTP(w, r)
-			return
-		}
-		token, found := bearerToken(r)
-		if found && subtle.ConstantTimeCompare([]byte(token), want) == 1 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="torpor"`)
-		msg := "missing bearer token: send \"Authorization: Bearer <token>\""
-		if found {
-			msg = "invalid bearer token"
-		}
-		writeJSON(w, http.StatusUnauthorized, errorBody{Error: msg})
-	})
-}
-
-// bearerToken returns the token of an "Authorization: Bearer <token>" header.
-func bearerToken(r *http.Request) (string, bool) {
-	scheme, token, found := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return strings.TrimSpace(token), true
-}
-
 // logRequests logs every request's method, path, status and duration.
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
+		who := new(string)
+		next.ServeHTTP(sw, r.WithContext(withWho(r.Context(), who)))
 		level := slog.LevelInfo
 		if sw.status >= 500 {
 			level = slog.LevelError
@@ -106,6 +71,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.statusOrOK()),
+			slog.String("caller", *who),
 			slog.Duration("duration", time.Since(start)))
 	})
 }

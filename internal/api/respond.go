@@ -43,6 +43,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError sends err as {"error": "..."} with the status its kind maps to.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(err)
+	var ae *authError
+	if errors.As(err, &ae) {
+		w.Header().Set("WWW-Authenticate", ae.challenge)
+	}
 	if status >= 500 {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),

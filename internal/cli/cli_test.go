@@ -15,26 +15,33 @@ import (
 
 	"github.com/torpor-dev/torpor/internal/api"
 	"github.com/torpor-dev/torpor/internal/api/apitest"
+	"github.com/torpor-dev/torpor/internal/auth"
 	"github.com/torpor-dev/torpor/internal/cli"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
 // env is an API server over a fake and a way to run the CLI against it.
 type env struct {
-	t    *testing.T
-	fake *apitest.Fake
-	url  string
+	t      *testing.T
+	fake   *apitest.Fake
+	url    string       // the API as if over the local admin socket
+	tcpURL string       // the API as over TCP: tokens needed
+	tokens *auth.Tokens // the tokens tcpURL accepts
 }
 
-func newEnv(t *testing.T, token string) *env {
+func newEnv(t *testing.T) *env {
 	t.Helper()
 	for _, k := range []string{"TORPOR_API", "TORPOR_TOKEN", "TORPOR_APP"} {
 		t.Setenv(k, "")
 	}
 	fake := apitest.NewFake()
-	srv := httptest.NewServer(api.New(fake, api.Config{Token: token}, nil))
-	t.Cleanup(srv.Close)
-	return &env{t: t, fake: fake, url: srv.URL}
+	tokens := apitest.NewTokens(t)
+	h := api.New(fake, api.Config{Tokens: tokens}, nil)
+	local := httptest.NewServer(apitest.Local(h))
+	t.Cleanup(local.Close)
+	tcp := httptest.NewServer(h)
+	t.Cleanup(tcp.Close)
+	return &env{t: t, fake: fake, url: local.URL, tcpURL: tcp.URL, tokens: tokens}
 }
 
 // run runs torpor with args against the server and returns stdout, stderr and
@@ -92,7 +99,7 @@ func contains(t *testing.T, what, got string, wants ...string) {
 }
 
 func TestApps(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	contains(t, "app create", e.ok("app", "create", "web", "--org", "acme"), "Created app web")
 	contains(t, "app list", e.ok("app", "list"), "NAME", "ORG", "CREATED", "web", "acme", "2025-01-02T03:04:06Z")
 
@@ -108,7 +115,7 @@ func TestApps(t *testing.T) {
 }
 
 func TestMachineCreate(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	m := e.createMachine("--memory", "512", "--cpus", "2", "--env", "A=1", "-e", "B=x=y", "--", "python3", "-m", "http.server")
 	if m.State != model.StateStarted || m.Name != "one" {
 		t.Errorf("machine %+v", m)
@@ -127,7 +134,7 @@ func TestMachineCreate(t *testing.T) {
 }
 
 func TestMachineCreateRelativeImageAndConfigFile(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	dir := t.TempDir()
 	t.Chdir(dir)
 	if err := os.Mkdir("rootfs", 0o755); err != nil {
@@ -156,7 +163,7 @@ func TestMachineCreateRelativeImageAndConfigFile(t *testing.T) {
 }
 
 func TestMachineStatusAndEvents(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	m := e.createMachine("--memory", "256", "--env", "SECRET=hunter2", "--", "sleep", "1 h")
 	e.ok("machine", "suspend", "--app", "web", m.ID)
 	out := e.ok("machine", "status", "--app", "web", m.ID)
@@ -181,7 +188,7 @@ func TestMachineStatusAndEvents(t *testing.T) {
 }
 
 func TestMachineStartStop(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	t.Setenv("TORPOR_APP", "web")
 	m := e.createMachine()
 	contains(t, "suspend", e.ok("machine", "suspend", m.ID), "suspend ok, state suspended")
@@ -204,7 +211,7 @@ func TestMachineStartStop(t *testing.T) {
 }
 
 func TestMachineUpdate(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	m := e.createMachine("--memory", "256", "--env", "A=1", "--", "sleep", "10")
 	out := e.ok("--json", "machine", "update", "--app", "web", m.ID, "--env", "B=2", "--image", "/new", "--skip-launch")
 	var got model.Machine
@@ -220,7 +227,7 @@ func TestMachineUpdate(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	e.ok("app", "create", "web")
 	contains(t, "status", e.fails("machine", "status", "--app", "web", "nope"), "Error: machine nope not found in app \"web\"")
 	contains(t, "no app", e.fails("machine", "list"), "Error: no app given")
@@ -235,7 +242,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
-	newEnv(t, "")
+	newEnv(t)
 	root := cli.NewRoot(nil)
 	var errOut bytes.Buffer
 	root.SetOut(&bytes.Buffer{})
@@ -249,15 +256,51 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestTokenFromEnv(t *testing.T) {
-	e := newEnv(t, "s3cret")
+	e := newEnv(t)
+	e.url = e.tcpURL
 	contains(t, "no token", e.fails("app", "list"), "Error: missing bearer token")
-	t.Setenv("TORPOR_TOKEN", "s3cret")
+	t.Setenv("TORPOR_TOKEN", apitest.MustToken(t, e.tokens, model.CreateTokenRequest{Admin: true}).Secret)
 	e.ok("app", "list")
 	contains(t, "wrong token", e.fails("--token", "wrong", "app", "list"), "Error: invalid bearer token")
 }
 
+func TestTokenCommands(t *testing.T) {
+	e := newEnv(t)
+	contains(t, "no scope", e.fails("token", "create"), "Error: give either --admin or at least one --app")
+	contains(t, "both scopes", e.fails("token", "create", "--admin", "--app", "a"), "Error: give either --admin or at least one --app")
+	root := cli.NewRoot(nil)
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"--api", e.url, "token", "create", "--app", "a", "--app", "b", "--name", "ci", "--expires", "720h"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(secret, "torpor_") || strings.Contains(secret, "\n") {
+		t.Fatalf("token create printed %q on stdout", out.String())
+	}
+	contains(t, "create note", errOut.String(), "apps: a,b, expires ")
+	list := e.ok("token", "list")
+	id := strings.Split(strings.TrimPrefix(secret, "torpor_"), "_")[0]
+	for _, want := range []string{"ID", "SCOPE", id, "ci", "apps: a,b"} {
+		contains(t, "token list", list, want)
+	}
+
+	// The new token works over TCP for its apps only.
+	e2 := *e
+	e2.url = e.tcpURL
+	e2.ok("--token", secret, "app", "create", "a")
+	contains(t, "other app", e2.fails("--token", secret, "app", "create", "c"), "may only create the apps it is scoped to")
+	contains(t, "token admin", e2.fails("--token", secret, "token", "list"), "needs an admin token")
+
+	contains(t, "revoke", e.ok("token", "revoke", id), "Revoked token "+id)
+	contains(t, "revoked", e2.fails("--token", secret, "app", "list"), "Error: invalid bearer token")
+	contains(t, "list after revoke", e.ok("token", "list"), "No tokens")
+}
+
 func TestAPIFromEnv(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	t.Setenv("TORPOR_API", e.url)
 	root := cli.NewRoot(nil)
 	var out bytes.Buffer

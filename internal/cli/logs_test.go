@@ -9,7 +9,7 @@ import (
 )
 
 func TestMachineLogsPagesThroughEverything(t *testing.T) {
-	e := newEnv(t, "")
+	e := newEnv(t)
 	e.fake.SetLogDir(t.TempDir())
 	m := e.createMachine()
 	lg, err := e.fake.Logs(context.Background(), "web", m.ID)

@@ -1,5 +1,5 @@
 // Package cli owns torpor's command line: the cobra command tree of the client
-// subcommands (app, machine), their flags and their output (tables or JSON).
+// subcommands (app, machine, token), their flags and their output (tables or JSON).
 // Every command talks to the daemon through package client; the daemon's own
 // `serve` command is built elsewhere and passed to NewRoot.
 package cli
@@ -39,10 +39,10 @@ func NewRoot(serve *cobra.Command) *cobra.Command {
 	})
 	flags := root.PersistentFlags()
 	flags.StringVar(&g.api, "api", "", "daemon API address: unix:///path, /path, http://host:port or host:port (env TORPOR_API; default "+DefaultAPI+")")
-	flags.StringVar(&g.token, "token", "", "API bearer token (env TORPOR_TOKEN)")
+	flags.StringVar(&g.token, "token", "", "API bearer token for a TCP API address; not needed (nor sent) on the local admin socket (env TORPOR_TOKEN)")
 	flags.BoolVar(&g.json, "json", false, "print JSON instead of tables")
 
-	root.AddCommand(newAppCmd(g), newMachineCmd(g), newDemoCmd(g))
+	root.AddCommand(newAppCmd(g), newMachineCmd(g), newTokenCmd(g), newDemoCmd(g))
 	if serve != nil {
 		root.AddCommand(serve)
 	}

@@ -22,7 +22,9 @@ func NewServe() *cobra.Command {
 		Short: "Run the torpor daemon (API, machines, suspend/resume)",
 		Long: `Run the torpor daemon: it keeps machines and their state in DATA_DIR, runs them
 under gVisor's runsc and serves the Fly Machines-compatible API on a Unix socket
-(and optionally TCP). Machines keep running when the daemon stops; a restarted
+(and optionally TCP). The socket is the local admin socket: mode 0600, no token
+needed. TCP requests need a bearer token made with "torpor token create"
+(see docs/security.md). Machines keep running when the daemon stops; a restarted
 daemon adopts them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -31,7 +33,6 @@ daemon adopts them.`,
 				level = slog.LevelDebug
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			cfg.Token = envOr(cfg.Token, "TORPOR_TOKEN")
 			cfg.Fault = os.Getenv("TORPOR_FAULT")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -44,7 +45,6 @@ daemon adopts them.`,
 	f.StringVar(&cfg.Socket, "socket", "/run/torpor/torpor.sock", "Unix socket to serve the API on (empty: none)")
 	f.StringVar(&cfg.RunDir, "run-dir", "/run/torpor", "directory for in-machine API sockets (short paths)")
 	f.StringVar(&cfg.ListenTCP, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:4280")
-	f.StringVar(&cfg.Token, "token", "", "bearer token the API requires (env TORPOR_TOKEN)")
 	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary")
 	f.IntVar(&cfg.SuspendMemoryLimitMB, "suspend-memory-limit-mb", 2048, "largest guest memory_mb that may be suspended")
 	f.StringVar(&cfg.NetworkRange, "network-range", "10.213.0.0/16", "private range for machine addresses (empty: machines get loopback only)")
@@ -55,11 +55,4 @@ daemon adopts them.`,
 	f.DurationVar(&cfg.Proxy.WakeTimeout, "proxy-wake-timeout", 30*time.Second, "how long a request waits for a machine to wake before a 503")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
-}
-
-func envOr(v, key string) string {
-	if v != "" {
-		return v
-	}
-	return os.Getenv(key)
 }

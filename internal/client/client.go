@@ -38,8 +38,10 @@ func (e *APIError) Error() string { return e.Message }
 
 // New returns a client of the API at addr: "unix:///path/to.sock", a socket
 // path starting with "/", "http://host:port" (or https) or "host:port". A
-// non-empty token is sent as a bearer token. Calls have no timeout of their
-// own: bound them with their context.
+// non-empty token is sent as a bearer token to TCP addresses; the Unix socket
+// is the daemon's local admin socket, which needs none, so the token is not
+// sent there. Calls have no timeout of their own: bound them with their
+// context.
 func New(addr, token string) (*Client, error) {
 	c := &Client{addr: addr, token: token}
 	switch {
@@ -80,6 +82,7 @@ func (c *Client) unix(path string) (*Client, error) {
 	}
 	c.base = "http://torpor"
 	c.http = &http.Client{Transport: transport}
+	c.token = "" // the admin socket trusts its peers; keep the secret to ourselves
 	return c, nil
 }
 
@@ -209,6 +212,28 @@ func (c *Client) Cordon(ctx context.Context, app, id string, cordoned bool) erro
 		op = "/uncordon"
 	}
 	return c.do(ctx, http.MethodPost, machinePath(app, id)+op, nil, nil, &okAnswer{})
+}
+
+// CreateToken creates an API token; the answer carries its secret, which the
+// daemon does not keep.
+func (c *Client) CreateToken(ctx context.Context, req model.CreateTokenRequest) (model.CreatedToken, error) {
+	var tok model.CreatedToken
+	err := c.do(ctx, http.MethodPost, "/v1/tokens", nil, req, &tok)
+	return tok, err
+}
+
+// ListTokens returns every API token (without secrets).
+func (c *Client) ListTokens(ctx context.Context) ([]model.Token, error) {
+	var list struct {
+		Tokens []model.Token `json:"tokens"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &list)
+	return list.Tokens, err
+}
+
+// RevokeToken deletes an API token; it stops working at once.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil, &okAnswer{})
 }
 
 // Health checks that the daemon answers.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,11 +18,20 @@ import (
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// serve starts the API over a fake on TCP and returns a client of it.
-func serve(t *testing.T, token string) (*client.Client, *apitest.Fake, string) {
+// serve starts the API over a fake on TCP and returns a client of it: with
+// an admin token when withToken, else as if over the local admin socket.
+func serve(t *testing.T, withToken bool) (*client.Client, *apitest.Fake, string) {
 	t.Helper()
 	fake := apitest.NewFake()
-	srv := httptest.NewServer(api.New(fake, api.Config{Token: token}, nil))
+	tokens := apitest.NewTokens(t)
+	h := api.New(fake, api.Config{Tokens: tokens}, nil)
+	token := ""
+	if withToken {
+		token = apitest.MustToken(t, tokens, model.CreateTokenRequest{Admin: true}).Secret
+	} else {
+		h = apitest.Local(h)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	c, err := client.New(srv.URL, token)
 	if err != nil {
@@ -46,7 +56,7 @@ func TestNewAddresses(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	c, _, _ := serve(t, "tok")
+	c, _, _ := serve(t, true)
 	ctx := context.Background()
 	if err := c.Health(ctx); err != nil {
 		t.Fatal(err)
@@ -104,7 +114,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestAPIError(t *testing.T) {
-	c, _, url := serve(t, "tok")
+	c, _, url := serve(t, true)
 	_, err := c.GetMachine(context.Background(), "web", "nope")
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound || !strings.Contains(apiErr.Message, "not found") {
@@ -122,7 +132,7 @@ func TestAPIError(t *testing.T) {
 }
 
 func TestWaitTimeout(t *testing.T) {
-	c, _, _ := serve(t, "")
+	c, _, _ := serve(t, false)
 	ctx := context.Background()
 	if _, err := c.CreateApp(ctx, "web", ""); err != nil {
 		t.Fatal(err)
@@ -144,17 +154,60 @@ func TestUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: api.New(apitest.NewFake(), api.Config{}, nil)}
+	h := api.New(apitest.NewFake(), api.Config{}, nil)
+	var sentAuth atomic.Value
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sentAuth.Store(r.Header.Get("Authorization"))
+			h.ServeHTTP(w, r)
+		}),
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context { return api.WithLocalAdmin(ctx) }}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 
 	for _, addr := range []string{"unix://" + sock, sock} {
-		c, err := client.New(addr, "")
+		c, err := client.New(addr, "torpor_secret")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Health(context.Background()); err != nil {
 			t.Errorf("Health over %s: %v", addr, err)
 		}
+		if _, err := c.ListApps(context.Background()); err != nil {
+			t.Errorf("ListApps over %s: %v", addr, err)
+		}
+		if got := sentAuth.Load(); got != "" {
+			t.Errorf("client sent Authorization %q over the admin socket", got)
+		}
+	}
+}
+
+func TestTokens(t *testing.T) {
+	c, _, url := serve(t, true)
+	ctx := context.Background()
+	tok, err := c.CreateToken(ctx, model.CreateTokenRequest{Apps: []string{"web"}, Name: "ci"})
+	if err != nil || tok.Secret == "" || tok.ID == "" {
+		t.Fatalf("CreateToken = %+v, %v", tok, err)
+	}
+	list, err := c.ListTokens(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("ListTokens = %+v, %v", list, err)
+	}
+	scoped, err := client.New(url, tok.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scoped.CreateApp(ctx, "web", ""); err != nil {
+		t.Fatalf("scoped token creates its app: %v", err)
+	}
+	var apiErr *client.APIError
+	if _, err := scoped.CreateApp(ctx, "other", ""); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("scoped token creates another app: %v", err)
+	}
+	if err := c.RevokeToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scoped.ListApps(ctx); !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
+		t.Fatalf("revoked token: %v", err)
 	}
 }

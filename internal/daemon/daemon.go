@@ -1,7 +1,8 @@
 // Package daemon assembles and runs `torpor serve`: it opens the store,
 // the gVisor runtime and the machine network, recovers every machine left by
-// an earlier run, and serves the API on a Unix socket (and optionally TCP)
-// until its context ends. Sandboxes outlive the daemon: a restarted daemon
+// an earlier run, and serves the API until its context ends: on a local admin
+// Unix socket (0600, trusted as admin) and optionally on TCP, where every
+// request needs a bearer token (package auth). Sandboxes outlive the daemon: a restarted daemon
 // adopts them.
 package daemon
 
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/auth"
 	"github.com/torpor-dev/torpor/internal/guestapi"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/network"
@@ -34,7 +36,6 @@ type Config struct {
 	Socket               string // Unix socket of the API
 	RunDir               string // short-lived files with short paths (in-machine API sockets)
 	ListenTCP            string // optional host:port of the API
-	Token                string // optional bearer token required by the API
 	RunscPath            string
 	SuspendMemoryLimitMB int
 	NetworkRange         string // private range for machine addresses; "" disables networking
@@ -114,7 +115,8 @@ func Run(ctx context.Context, cfg Config) error {
 		proxyDone <- nil
 	}
 	log.Info("torpor daemon ready", "socket", cfg.Socket, "tcp", cfg.ListenTCP, "runtime", rt.Version())
-	err = serve(ctx, cfg, api.New(mgr, api.Config{Token: cfg.Token}, log), log)
+	h := api.New(mgr, api.Config{Tokens: auth.New(st, nil)}, log)
+	err = serve(ctx, cfg, h, log)
 	if perr := <-proxyDone; err == nil {
 		err = perr
 	}
@@ -140,7 +142,7 @@ func serve(ctx context.Context, cfg Config, h http.Handler, log *slog.Logger) er
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnContext: connContext(log)}
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
 		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
@@ -157,35 +159,6 @@ func serve(ctx context.Context, cfg Config, h http.Handler, log *slog.Logger) er
 		return err
 	}
 	return nil
-}
-
-func listen(cfg Config) ([]net.Listener, error) {
-	var ls []net.Listener
-	if cfg.Socket != "" {
-		if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
-			return nil, err
-		}
-		os.Remove(cfg.Socket) // a stale socket of a dead daemon; the store lock proves we are alone
-		l, err := net.Listen("unix", cfg.Socket)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(cfg.Socket, 0o600); err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-	}
-	if cfg.ListenTCP != "" {
-		l, err := net.Listen("tcp", cfg.ListenTCP)
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-	}
-	if len(ls) == 0 {
-		return nil, errors.New("nothing to listen on: set a socket or a TCP address")
-	}
-	return ls, nil
 }
 
 // machineRef lets the in-machine API be built before the manager it uses.

@@ -1,5 +1,6 @@
 // Package store owns torpor's persistent state: apps, machines, their config
-// versions, events and snapshot records, kept in one embedded bbolt database.
+// versions, events, snapshot records and API tokens (hashed), kept in one
+// embedded bbolt database.
 // Every change happens in a transaction (Store.Update), so a record set that
 // must change together — a snapshot claim and the machine's state, say — is
 // committed atomically and survives a daemon crash as a whole or not at all.
@@ -21,7 +22,8 @@ var (
 	bucketConfigs   = []byte("configs")   // machine id → bucket of version → config
 	bucketEvents    = []byte("events")    // machine id → bucket of seq → event
 	bucketSnapshots = []byte("snapshots") // machine id → current snapshot record
-	topBuckets      = [][]byte{bucketApps, bucketMachines, bucketConfigs, bucketEvents, bucketSnapshots}
+	bucketTokens    = []byte("tokens")    // token id → token and the hash of its secret
+	topBuckets      = [][]byte{bucketApps, bucketMachines, bucketConfigs, bucketEvents, bucketSnapshots, bucketTokens}
 )
 
 // Store is the embedded database.

@@ -1,5 +1,7 @@
 // Package apitest owns an in-memory fake of api.Machines for tests of the API,
-// the client and the CLI. Operations take effect at once; Fail injects errors.
+// the client and the CLI (operations take effect at once; Fail injects
+// errors), and helpers for authentication: Local marks requests as coming
+// over the admin socket, NewTokens gives real tokens in a temporary store.
 package apitest
 
 import (
