@@ -172,7 +172,8 @@ func newNetwork(cfg Config) (machine.Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network range %q: %w", cfg.NetworkRange, err)
 	}
-	n, err := network.New(network.Config{Range: prefix, StateDir: filepath.Join(cfg.DataDir, "network"), Isolate: true})
+	n, err := network.New(network.Config{Range: prefix, StateDir: filepath.Join(cfg.DataDir, "network"),
+		Isolate: true, Firewall: true})
 	if err != nil {
 		return nil, err
 	}

@@ -30,9 +30,11 @@
 // net.ipv4.ip_forward). If the host forwards anyway, New logs a warning, and
 // Config.Isolate adds, per bridge, a policy-routing rule
 // "iif <bridge> to <Range> prohibit" (priority 2130) so that forwarded traffic
-// from a machine bridge into the range is refused. Local delivery to the host
-// (including the gateways) is not filtered: that needs netfilter rules and is
-// left to a later change.
+// from a machine bridge into the range is refused. Config.Firewall adds, per
+// bridge, an nftables table "torpor-<bridge>" (family inet) that drops every
+// packet a machine sends to the host itself (gateway or any other host
+// address) except replies to connections the host opened, and everything the
+// host would forward out of the bridge to another interface (firewall.go).
 //
 // # Allocation and persistence
 //

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -48,6 +49,12 @@ type Config struct {
 	// from the bridge into Range, so that apps stay apart even if the host has
 	// IP forwarding enabled. See the package documentation.
 	Isolate bool
+	// Firewall gives each app bridge an nftables table that drops whatever
+	// machines send to the host (except replies to connections the host
+	// opened) and anything the host would forward out of the bridge, so that
+	// machines reach neither the daemon nor other host services. See
+	// firewall.go.
+	Firewall bool
 	// HostNetns is the path of the namespace that holds the bridges and the
 	// host ends of the veth pairs. Empty means the daemon's own namespace;
 	// tests use it to work in a throw-away namespace.
@@ -88,7 +95,8 @@ type Manager struct {
 	st     *state
 	hostNS netns.NsHandle
 	host   *netlink.Handle
-	lock   *os.File // flock on StateDir/network.lock
+	nft    *nftables.Conn // in the host namespace
+	lock   *os.File       // flock on StateDir/network.lock
 	closed bool
 }
 
@@ -165,6 +173,9 @@ func (m *Manager) open() error {
 	if m.host, err = netlink.NewHandleAt(m.hostNS); err != nil {
 		return fmt.Errorf("netlink handle in host netns: %w", err)
 	}
+	if m.nft, err = nftables.New(nftables.WithNetNSFd(int(m.hostNS))); err != nil {
+		return fmt.Errorf("nftables in host netns: %w", err)
+	}
 	if err := checkRangeFree(m.host, m.cfg.Range); err != nil {
 		return err
 	}
@@ -175,6 +186,18 @@ func (m *Manager) open() error {
 		return err
 	}
 	m.warnForwarding()
+	return m.repairFirewalls()
+}
+
+// repairFirewalls puts every allocated app's firewall table in the state
+// Config.Firewall asks for, before any machine starts: a table removed while
+// the daemon was down (or by a reboot) is back before the daemon serves.
+func (m *Manager) repairFirewalls() error {
+	for _, as := range m.st.Apps {
+		if err := ensureFirewall(m.nft, bridgeName(as.Subnet), m.cfg.Firewall); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -341,6 +364,9 @@ func (m *Manager) wire(a Attachment) error {
 	if err := ensureIsolationRule(m.host, br.Attrs().Name, m.cfg.Range, m.cfg.Isolate); err != nil {
 		return err
 	}
+	if err := ensureFirewall(m.nft, br.Attrs().Name, m.cfg.Firewall); err != nil {
+		return err
+	}
 	created, err := ensureNetns(a.NSPath)
 	if err != nil {
 		return err
@@ -402,7 +428,8 @@ func (m *Manager) detach(ctx context.Context, machineID string) error {
 	})
 }
 
-// DeleteApp removes app's bridge (and isolation rule) and frees its subnet.
+// DeleteApp removes app's bridge (with its isolation rule and firewall
+// table) and frees its subnet.
 // It fails with ErrAppInUse while machines of the app are attached; deleting
 // an unknown app is not an error.
 func (m *Manager) DeleteApp(ctx context.Context, app string) error {
@@ -430,6 +457,9 @@ func (m *Manager) deleteApp(ctx context.Context, app string) error {
 	}
 	br := bridgeName(as.Subnet)
 	if err := deleteIsolationRule(m.host, br); err != nil {
+		return err
+	}
+	if err := deleteFirewall(m.nft, br); err != nil {
 		return err
 	}
 	if err := deleteLink(m.host, br); err != nil {
