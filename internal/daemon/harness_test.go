@@ -94,12 +94,22 @@ var appSeq int
 // flags) and creates an app.
 func newDaemon(t testing.TB, flags ...string) *daemon {
 	t.Helper()
+	return newDaemonAt(t, "", flags...)
+}
+
+// newDaemonAt is newDaemon with the admin socket at sock ("" for one in the
+// data directory).
+func newDaemonAt(t testing.TB, sock string, flags ...string) *daemon {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
 	dir := t.TempDir()
+	if sock == "" {
+		sock = filepath.Join(dir, "torpor.sock")
+	}
 	appSeq++
-	d := &daemon{t: t, dataDir: dir, sock: filepath.Join(dir, "torpor.sock"),
+	d := &daemon{t: t, dataDir: dir, sock: sock,
 		app: fmt.Sprintf("it%d-%d", os.Getpid()%10000, appSeq), flags: flags}
 	d.run()
 	t.Cleanup(d.cleanup)
