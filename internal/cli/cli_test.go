@@ -347,3 +347,14 @@ func TestServeCommandIsAdded(t *testing.T) {
 		t.Fatalf("serve: err %v, ran %v, token %q", err, ran, token)
 	}
 }
+
+func TestServeRefusesStaticToken(t *testing.T) {
+	root := cli.NewRoot(cli.NewServe())
+	var errOut bytes.Buffer
+	root.SetOut(&bytes.Buffer{})
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"serve", "--token", "abc", "--data-dir", t.TempDir()})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "no longer takes --token") {
+		t.Fatalf("serve --token: %v", err)
+	}
+}

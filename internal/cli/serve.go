@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -28,11 +29,18 @@ needed. TCP requests need a bearer token made with "torpor token create"
 daemon adopts them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("token") {
+				return errors.New("torpor serve no longer takes --token: the TCP API accepts tokens made with " +
+					"\"torpor token create\" over the admin socket (see docs/security.md)")
+			}
 			level := slog.LevelInfo
 			if debug {
 				level = slog.LevelDebug
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if os.Getenv("TORPOR_TOKEN") != "" {
+				cfg.Logger.Warn("TORPOR_TOKEN is set but the daemon ignores it: make tokens with \"torpor token create\" (docs/security.md)")
+			}
 			cfg.Fault = os.Getenv("TORPOR_FAULT")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
