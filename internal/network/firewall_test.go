@@ -3,6 +3,8 @@ package network
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -130,4 +132,35 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// BenchmarkEnsureFirewallIntact measures what every Attach (each machine
+// start or resume) pays to check an intact table.
+func BenchmarkEnsureFirewallIntact(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	p := filepath.Join(b.TempDir(), "host")
+	if err := createNetns(p); err != nil {
+		b.Fatal(err)
+	}
+	defer deleteNetns(p)
+	ns, err := netns.GetFromPath(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ensureFirewall(c, "tpb-0affff", true); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if err := ensureFirewall(c, "tpb-0affff", true); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
