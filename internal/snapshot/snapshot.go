@@ -1,5 +1,5 @@
 // Package snapshot owns snapshot images on disk: where a machine's snapshots
-// live, sealing a freshly written image (per-file SHA-256 checksums, runtime
+// live, sealing a freshly written image (per-file CRC-32C checksums, runtime
 // version, boot generation, host), verifying a seal before restore, and the
 // rename that marks an image as claimed so it can never be restored twice.
 //
@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -39,7 +41,7 @@ type Seal struct {
 	RuntimeVersion string            `json:"runtime_version"`
 	Host           string            `json:"host"`
 	CreatedAt      time.Time         `json:"created_at"`
-	Files          map[string]string `json:"files"` // name → sha256
+	Files          map[string]string `json:"files"` // name → digest (see fileDigest)
 	SizeBytes      int64             `json:"size_bytes"`
 }
 
@@ -85,7 +87,7 @@ func HostID() string {
 // Write seals the image in dir: it checksums every file and writes the seal
 // durably. The seal's Files and SizeBytes are filled in here.
 func Write(dir string, seal Seal) (Seal, error) {
-	files, size, err := checksumDir(dir, true)
+	files, size, err := checksumDir(dir, nil, true)
 	if err != nil {
 		return seal, fmt.Errorf("seal %s: %w", dir, err)
 	}
@@ -154,7 +156,7 @@ func compareIdentity(got, want Seal) error {
 }
 
 func verifyFiles(dir string, want map[string]string) error {
-	got, _, err := checksumDir(dir, false)
+	got, _, err := checksumDir(dir, want, false)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -174,9 +176,10 @@ func verifyFiles(dir string, want map[string]string) error {
 	return nil
 }
 
-// checksumDir returns the SHA-256 of every regular file in dir except the
-// seal; with sync it also flushes each file to disk.
-func checksumDir(dir string, sync bool) (map[string]string, int64, error) {
+// checksumDir returns the digest of every regular file in dir except the
+// seal, made like the digest of the same name in like (CRC-32C if none);
+// with sync it also flushes each file to disk.
+func checksumDir(dir string, like map[string]string, sync bool) (map[string]string, int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, 0, err
@@ -187,7 +190,7 @@ func checksumDir(dir string, sync bool) (map[string]string, int64, error) {
 		if e.Name() == SealFile || !e.Type().IsRegular() {
 			continue
 		}
-		sum, n, err := checksumFile(filepath.Join(dir, e.Name()), sync)
+		sum, n, err := checksumFile(filepath.Join(dir, e.Name()), like[e.Name()], sync)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -196,13 +199,36 @@ func checksumDir(dir string, sync bool) (map[string]string, int64, error) {
 	return sums, total, nil
 }
 
-func checksumFile(path string, sync bool) (string, int64, error) {
+// Per-file digests are CRC-32C ("crc32c:" and 8 hex digits). A checksum
+// here detects corruption on disk (bit flips, torn or truncated writes), not
+// tampering: whoever can write a snapshot directory is root and could as well
+// rewrite the seal. CRC-32C is made for exactly that (ext4, btrfs and iSCSI
+// use it), is computed by the CPU's crc32 instruction at several GB/s, and
+// so keeps sealing and verifying off the suspend and resume critical paths:
+// SHA-256, used before, took 55 ms of a 64 MiB app's resume. Seals written
+// with SHA-256 (64 hex digits, no prefix) are still verified.
+const crc32cPrefix = "crc32c:"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// newDigest returns the hash a digest like want was made with (CRC-32C for
+// new digests, when want is empty) and how to format its sum.
+func newDigest(want string) (hash.Hash, func([]byte) string) {
+	if want != "" && !strings.HasPrefix(want, crc32cPrefix) {
+		return sha256.New(), hex.EncodeToString
+	}
+	return crc32.New(castagnoli), func(b []byte) string { return crc32cPrefix + hex.EncodeToString(b) }
+}
+
+// checksumFile digests the file at path the way want was digested (see
+// newDigest); with sync it also flushes the file to disk.
+func checksumFile(path, want string, sync bool) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h, format := newDigest(want)
 	n, err := io.Copy(h, f)
 	if err != nil {
 		return "", 0, err
@@ -212,7 +238,7 @@ func checksumFile(path string, sync bool) (string, int64, error) {
 			return "", 0, err
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	return format(h.Sum(nil)), n, nil
 }
 
 // Claim marks the image in dir as claimed by renaming it, and returns the new

@@ -1,9 +1,13 @@
 package snapshot
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -108,5 +112,54 @@ func BenchmarkVerify64MiB(b *testing.B) {
 		if err := Verify(dir, seal, seal.Checksum()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A seal written before CRC-32C (SHA-256 digests) still verifies, and still
+// catches a flipped bit.
+func TestVerifySHA256Seal(t *testing.T) {
+	dir, seal := sealedImage(t)
+	for name := range seal.Files {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		seal.Files[name] = hex.EncodeToString(sum[:])
+	}
+	data, _ := json.Marshal(seal)
+	os.WriteFile(filepath.Join(dir, SealFile), data, 0o600)
+	if err := Verify(dir, seal, seal.Checksum()); err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, filepath.Join(dir, "pages.img"), 4096)
+	if err := Verify(dir, seal, seal.Checksum()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("flipped bit: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestSealUsesCRC32C(t *testing.T) {
+	_, seal := sealedImage(t)
+	for name, sum := range seal.Files {
+		if !strings.HasPrefix(sum, crc32cPrefix) || len(sum) != len(crc32cPrefix)+8 {
+			t.Errorf("%s: digest %q is not CRC-32C", name, sum)
+		}
+	}
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }
