@@ -112,7 +112,7 @@ var badInput = []struct {
 	{"port zero", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"ports":[{"port":0}]}]`), 400, "config.services[0].ports[0].port"},
 	{"protocol", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"protocol":"sctp"}]`), 400, "config.services[0].protocol"},
 	{"handler", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"ports":[{"port":80,"handlers":["gopher"]}]}]`), 400, "handlers[0]"},
-	{"autostop", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"autostop":"sleep"}]`), 400, "autostop must be"},
+	{"autostop", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"autostop":"sleep"}]`), 400, "config.services.autostop: autostop must be"},
 	{"soft over hard", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"concurrency":{"soft_limit":30,"hard_limit":20}}]`), 400, "soft_limit (30) must not exceed hard_limit (20)"},
 	{"negative limit", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"concurrency":{"hard_limit":-1}}]`), 400, "must not be negative"},
 	{"concurrency type", "POST", "/v1/apps/{app}/machines", cfg(`"services":[{"internal_port":80,"concurrency":{"type":"bytes"}}]`), 400, "concurrency.type"},
@@ -120,8 +120,8 @@ var badInput = []struct {
 	{"stop signal", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"signal":"SIGNOPE"}`), 400, "config.stop_config.signal"},
 	{"stop timeout negative", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"timeout":"-1s"}`), 400, "config.stop_config.timeout"},
 	{"stop timeout too long", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"timeout":"25h"}`), 400, "config.stop_config.timeout"},
-	{"duration overflow", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"timeout":1e300}`), 400, "out of range"},
-	{"duration garbage", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"timeout":"soon"}`), 400, "invalid duration"},
+	{"duration overflow", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"timeout":1e300}`), 400, "config.stop_config.timeout: invalid duration 1e300: out of range"},
+	{"duration garbage", "POST", "/v1/apps/{app}/machines", cfg(`"stop_config":{"timeout":"soon"}`), 400, "config.stop_config.timeout: invalid duration"},
 	{"hook without command", "POST", "/v1/apps/{app}/machines", cfg(`"hooks":{"pre_suspend":{"cmd":[]}}`), 400, "config.hooks.pre_suspend.cmd"},
 	{"hook timeout", "POST", "/v1/apps/{app}/machines", cfg(`"hooks":{"post_resume":{"cmd":["x"],"timeout":"10m"}}`), 400, "config.hooks.post_resume.timeout"},
 	{"resume signal", "POST", "/v1/apps/{app}/machines", cfg(`"hooks":{"resume_signal":"KILL"}`), 400, "config.hooks.resume_signal"},
@@ -131,7 +131,7 @@ var badInput = []struct {
 	// Stop requests.
 	{"stop signal unknown", "POST", "/v1/apps/{app}/machines/{id}/stop", `{"signal":"SIGNOPE"}`, 400, "signal"},
 	{"stop timeout negative", "POST", "/v1/apps/{app}/machines/{id}/stop", `{"timeout":"-1s"}`, 400, "timeout"},
-	{"stop timeout garbage", "POST", "/v1/apps/{app}/machines/{id}/stop", `{"timeout":"soon"}`, 400, "invalid duration"},
+	{"stop timeout garbage", "POST", "/v1/apps/{app}/machines/{id}/stop", `{"timeout":"soon"}`, 400, "timeout: invalid duration"},
 }
 
 // cfg is a create request body whose config has a valid image and command

@@ -62,6 +62,11 @@ func jsonError(err error) error {
 	switch {
 	case errors.As(err, &syntax):
 		return Errorf(KindInvalid, "invalid JSON body: %v (at byte %d)", syntax, syntax.Offset)
+	case errors.As(err, &typ) && hasRule(typ.Type):
+		if typ.Field == "" {
+			return Errorf(KindInvalid, "invalid JSON body: %s", typ.Value)
+		}
+		return Errorf(KindInvalid, "invalid JSON body: %s: %s", typ.Field, typ.Value)
 	case errors.As(err, &typ):
 		if typ.Field == "" {
 			return Errorf(KindInvalid, "invalid JSON body: expected %s, got %s", jsonKind(typ.Type), typ.Value)
@@ -73,6 +78,12 @@ func jsonError(err error) error {
 	// Unknown fields ("json: unknown field \"x\"") and errors of the custom
 	// unmarshalers (durations, autostop) carry a useful message as is.
 	return Errorf(KindInvalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// hasRule reports whether t is one of the types whose unmarshalers report
+// their rule in UnmarshalTypeError.Value (see ruleError).
+func hasRule(t reflect.Type) bool {
+	return t == reflect.TypeFor[Duration]() || t == reflect.TypeFor[Autostop]()
 }
 
 // jsonKind names t the way a JSON author thinks of it.
