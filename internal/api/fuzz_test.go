@@ -3,10 +3,13 @@ package api_test
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/torpor-dev/torpor/internal/model"
 )
 
 // handlerSeeds are realistic requests, valid and not, on every route;
@@ -89,8 +92,20 @@ func FuzzHandlers(f *testing.F) {
 	})
 }
 
-// skipInput leaves out requests that wait as long as they ask to, correctly:
-// the fake app ignores SIGUSR1, so a stop sending it waits out its timeout.
+// skipInput leaves out stops that correctly wait as long as they ask: the
+// fake app ignores some signals (fakeIgnores), so a stop sending one waits
+// out its timeout, up to 24 h.
 func skipInput(target string, body []byte) bool {
-	return strings.Contains(target, "/stop") && bytes.Contains(bytes.ToLower(body), []byte("usr1"))
+	if !strings.Contains(target, "/stop") {
+		return false
+	}
+	var req model.StopRequest
+	if model.DecodeJSON(bytes.NewReader(body), &req) != nil || req.Timeout.Duration < 100*time.Millisecond {
+		return false
+	}
+	sig := strings.ToUpper(strings.TrimSpace(req.Signal))
+	return slices.Contains(fakeIgnores, strings.TrimPrefix(sig, "SIG"))
 }
+
+// fakeIgnores are the signals the fake runtime's app survives.
+var fakeIgnores = []string{"USR1", "USR2", "HUP", "WINCH", "CONT"}
