@@ -14,6 +14,6 @@ if [ "$fuzztime" != 0 ]; then
 	# One target per invocation (go test -fuzz takes one); a failure leaves
 	# its input under the package's testdata/fuzz/ to keep as a regression seed.
 	for target in internal/machine:FuzzConfigDecoder internal/api:FuzzHandlers; do
-		go test -count=1 -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" -parallel 2 "./${target%%:*}/"
+		go test -count=1 -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" -fuzzminimizetime 100x -parallel 2 "./${target%%:*}/"
 	done
 fi

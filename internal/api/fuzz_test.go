@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -89,7 +90,33 @@ func FuzzHandlers(f *testing.F) {
 			logged, _ := e.log.Since(logStart)
 			t.Fatalf("%s %s %q: %v\nlog:\n%s", method, target, body, err, logged)
 		}
+		if err := e.checkStored(fx); err != nil {
+			t.Fatalf("after %s %s %q: %v", method, target, body, err)
+		}
 	})
+}
+
+// checkStored checks that whatever a request did, every machine it left has
+// a settled state and a config that passes validation again (creating a
+// machine from it succeeds): bad input is never stored.
+func (e *realEnv) checkStored(fx fixture) error {
+	ctx := context.Background()
+	ms, err := e.m.List(ctx, fx.app)
+	if model.IsNotFound(err) {
+		return nil // the request deleted the app
+	}
+	if err != nil {
+		return err
+	}
+	for _, mc := range ms {
+		if !mc.State.Settled() {
+			return fmt.Errorf("machine %s left %s", mc.ID, mc.State)
+		}
+		if _, err := e.m.Create(ctx, fx.app, model.CreateMachineRequest{Config: mc.Config, SkipLaunch: true}); err != nil {
+			return fmt.Errorf("machine %s has a stored config that no longer validates: %v", mc.ID, err)
+		}
+	}
+	return nil
 }
 
 // skipInput leaves out stops that correctly wait as long as they ask: the
