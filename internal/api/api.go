@@ -36,7 +36,7 @@ func New(m Machines, cfg Config, logger *slog.Logger) http.Handler {
 	s := &server{m: m, cfg: cfg, log: logger}
 	mux := http.NewServeMux()
 	s.routes(mux)
-	var h http.Handler = jsonMuxErrors(mux)
+	var h http.Handler = s.guard(jsonMuxErrors(mux))
 	h = s.authenticate(h)
 	return s.logRequests(h)
 }
@@ -50,7 +50,7 @@ func (s *server) routes(mux *http.ServeMux) {
 	s.handleAdmin(mux, "DELETE /v1/tokens/{id}", s.revokeToken)
 
 	s.handle(mux, "POST /v1/apps", s.createApp)
-	s.handle(mux, "GET /v1/apps", s.listApps)
+	s.handle(mux, "GET /v1/apps", s.listApps, "org_slug")
 	s.handle(mux, "GET /v1/apps/{app}", s.getApp)
 	s.handle(mux, "DELETE /v1/apps/{app}", s.deleteApp)
 
@@ -59,13 +59,13 @@ func (s *server) routes(mux *http.ServeMux) {
 	s.handle(mux, "GET /v1/apps/{app}/machines", s.listMachines)
 	s.handle(mux, "GET "+machine, s.getMachine)
 	s.handle(mux, "POST "+machine, s.updateMachine)
-	s.handle(mux, "DELETE "+machine, s.destroyMachine)
+	s.handle(mux, "DELETE "+machine, s.destroyMachine, "force")
 	s.handle(mux, "POST "+machine+"/start", s.startMachine)
 	s.handle(mux, "POST "+machine+"/stop", s.stopMachine)
 	s.handle(mux, "POST "+machine+"/suspend", s.suspendMachine)
-	s.handle(mux, "GET "+machine+"/wait", s.waitMachine)
-	s.handle(mux, "GET "+machine+"/events", s.machineEvents)
-	mux.HandleFunc("GET "+machine+"/logs", s.authorized(s.machineLogs)) // streams, so not an endpoint
+	s.handle(mux, "GET "+machine+"/wait", s.waitMachine, "state", "timeout")
+	s.handle(mux, "GET "+machine+"/events", s.machineEvents, "limit")
+	mux.HandleFunc("GET "+machine+"/logs", s.authorized(s.machineLogs)) // streams, so not an endpoint; checks its own query
 	s.handle(mux, "POST "+machine+"/cordon", s.cordonMachine)
 	s.handle(mux, "POST "+machine+"/uncordon", s.uncordonMachine)
 }
@@ -74,24 +74,29 @@ func (s *server) routes(mux *http.ServeMux) {
 // JSON, or an error that is sent as {"error": "..."}.
 type endpoint func(r *http.Request) (status int, body any, err error)
 
-// handle registers an endpoint on mux; a route with an {app} is only for
-// callers allowed that app.
-func (s *server) handle(mux *http.ServeMux, pattern string, e endpoint) {
-	s.register(mux, pattern, e, false)
+// handle registers an endpoint on mux that takes the query parameters named
+// in query and no others; a route with an {app} is only for callers allowed
+// that app.
+func (s *server) handle(mux *http.ServeMux, pattern string, e endpoint, query ...string) {
+	s.register(mux, pattern, e, false, query)
 }
 
 // handleAdmin registers an endpoint only admins may use.
-func (s *server) handleAdmin(mux *http.ServeMux, pattern string, e endpoint) {
-	s.register(mux, pattern, e, true)
+func (s *server) handleAdmin(mux *http.ServeMux, pattern string, e endpoint, query ...string) {
+	s.register(mux, pattern, e, true, query)
 }
 
-func (s *server) register(mux *http.ServeMux, pattern string, e endpoint, adminOnly bool) {
+func (s *server) register(mux *http.ServeMux, pattern string, e endpoint, adminOnly bool, query []string) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if err := authorize(r, adminOnly); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		if err := checkQuery(r, query...); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		status, body, err := e(r)
 		if err != nil {
 			s.writeError(w, r, err)

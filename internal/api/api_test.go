@@ -231,12 +231,12 @@ func TestBodyValidation(t *testing.T) {
 	cases := []struct {
 		body, want string
 	}{
-		{`{"config":{"image":"x","guest":{"memory_mb":"lots"}}}`, "config.guest.memory_mb: cannot unmarshal string into int"},
+		{`{"config":{"image":"x","guest":{"memory_mb":"lots"}}}`, "config.guest.memory_mb: expected an integer in range, got string"},
 		{`{"config":{"image":"x","bogus":1}}`, `unknown field "bogus"`},
 		{`{"config":{"image":"x"}`, "unexpected end of input"},
 		{`{"config":{"image":"x"}} {}`, "unexpected data after the JSON value"},
 		{`{"config":{"image":x}}`, "invalid character"},
-		{`[]`, "cannot unmarshal array into object"},
+		{`[]`, "expected an object, got array"},
 		{``, "needs a JSON object body"},
 		{`{"config":{"image":"x","services":[{"internal_port":80,"autostop":"sometimes"}]}}`, "autostop must be"},
 	}

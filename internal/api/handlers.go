@@ -33,8 +33,11 @@ func (s *server) createApp(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	if !ValidAppName(req.AppName) {
+		return 0, nil, model.Errorf(model.KindInvalid, "invalid app_name %q: %s", req.AppName, appNameRule)
+	}
+	if !validSlug(req.OrgSlug) {
 		return 0, nil, model.Errorf(model.KindInvalid,
-			"invalid app_name %q: must be 1-63 lowercase letters, digits or dashes", req.AppName)
+			"invalid org_slug %q: must be up to 63 lowercase letters, digits or dashes, starting with a letter or digit", req.OrgSlug)
 	}
 	if c := callerOf(r.Context()); !c.allows(req.AppName) {
 		return 0, nil, forbidden("token %s may only create the apps it is scoped to (%s), not %q",
@@ -45,11 +48,16 @@ func (s *server) createApp(r *http.Request) (int, any, error) {
 }
 
 func (s *server) listApps(r *http.Request) (int, any, error) {
+	org := r.URL.Query().Get("org_slug")
+	if !validSlug(org) {
+		return 0, nil, model.Errorf(model.KindInvalid,
+			"invalid query parameter org_slug %q: must be up to 63 lowercase letters, digits or dashes", org)
+	}
 	all, err := s.m.ListApps(r.Context())
 	c := callerOf(r.Context())
 	apps := []model.App{}
 	for _, app := range all {
-		if c.allows(app.Name) {
+		if c.allows(app.Name) && (org == "" || app.Org == org) {
 			apps = append(apps, app)
 		}
 	}
@@ -195,9 +203,16 @@ func (s *server) machineEvents(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	limit, err := intQuery(r, "limit", 1, maxEventsLimit, 0)
+	if err != nil {
+		return 0, nil, err
+	}
 	events, err := s.m.Events(r.Context(), app, id)
 	if events == nil {
 		events = []model.Event{}
+	}
+	if limit > 0 && len(events) > limit {
+		events = events[:limit] // newest first
 	}
 	return http.StatusOK, events, err
 }

@@ -87,22 +87,23 @@ func (s *server) openLogs(r *http.Request) (*logs.Log, logQuery, error) {
 
 func parseLogQuery(r *http.Request) (logQuery, error) {
 	q := logQuery{limit: defaultLogLimit}
+	if err := checkQuery(r, "from_seq", "since", "limit", "follow"); err != nil {
+		return q, err
+	}
 	v := r.URL.Query()
 	var err error
 	if s := v.Get("from_seq"); s != "" {
 		if q.fromSeq, err = strconv.ParseUint(s, 10, 64); err != nil {
-			return q, model.Errorf(model.KindInvalid, "from_seq must be a non-negative integer, got %q", s)
+			return q, model.Errorf(model.KindInvalid, "invalid query parameter from_seq %q: must be a non-negative integer", s)
 		}
 	}
 	if s := v.Get("since"); s != "" {
 		if q.since, err = logs.ParseSince(s, time.Now()); err != nil {
-			return q, model.Errorf(model.KindInvalid, "%v", err)
+			return q, model.Errorf(model.KindInvalid, "invalid query parameter since: %v", err)
 		}
 	}
-	if s := v.Get("limit"); s != "" {
-		if q.limit, err = strconv.Atoi(s); err != nil || q.limit < 1 || q.limit > maxLogLimit {
-			return q, model.Errorf(model.KindInvalid, "limit must be an integer from 1 to %d, got %q", maxLogLimit, s)
-		}
+	if q.limit, err = intQuery(r, "limit", 1, maxLogLimit, defaultLogLimit); err != nil {
+		return q, err
 	}
 	q.follow, err = boolQuery(r, "follow")
 	return q, err

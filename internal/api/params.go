@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,14 +19,23 @@ const (
 // maxMachineIDLen bounds machine ids in paths.
 const maxMachineIDLen = 64
 
+// maxNameLen bounds app names and org slugs.
+const maxNameLen = 63
+
 // ValidAppName reports whether name is a valid app name: 1 to 63 lowercase
-// letters, digits or dashes.
+// letters, digits or dashes, starting with a letter or digit.
 func ValidAppName(name string) bool {
-	if len(name) == 0 || len(name) > 63 {
+	return validSlug(name) && name != ""
+}
+
+// validSlug reports whether s is empty or up to 63 lowercase letters,
+// digits or dashes starting with a letter or digit.
+func validSlug(s string) bool {
+	if len(s) > maxNameLen {
 		return false
 	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+	for i, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
 			return false
 		}
 	}
@@ -45,12 +55,32 @@ func validMachineID(id string) bool {
 	return true
 }
 
+// appNameRule is the rule of app names, for error messages.
+const appNameRule = "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit"
+
+// checkQuery refuses query parameters other than allowed, and any of them
+// given more than once (but state, which may repeat).
+func checkQuery(r *http.Request, allowed ...string) error {
+	for name, values := range r.URL.Query() {
+		if !slices.Contains(allowed, name) {
+			if len(allowed) == 0 {
+				return model.Errorf(model.KindInvalid, "unknown query parameter %q: this endpoint takes none", name)
+			}
+			return model.Errorf(model.KindInvalid, "unknown query parameter %q: this endpoint takes %s", name, strings.Join(allowed, ", "))
+		}
+		if len(values) > 1 && name != "state" {
+			return model.Errorf(model.KindInvalid, "query parameter %s is given %d times: give it once", name, len(values))
+		}
+	}
+	return nil
+}
+
 // appParam returns the validated {app} path parameter.
 func appParam(r *http.Request) (string, error) {
 	app := r.PathValue("app")
 	if !ValidAppName(app) {
 		return "", model.Errorf(model.KindInvalid,
-			"invalid path parameter app %q: must be 1-63 lowercase letters, digits or dashes", app)
+			"invalid path parameter app %q: %s", app, appNameRule)
 	}
 	return app, nil
 }
@@ -115,4 +145,21 @@ func waitTimeout(r *http.Request) (time.Duration, error) {
 			"invalid query parameter timeout %q: must be a whole number of seconds from 1 to %d", v, maxWaitSeconds)
 	}
 	return time.Duration(n) * time.Second, nil
+}
+
+// Events bounds: GET .../events?limit= takes 1 to maxEventsLimit.
+const maxEventsLimit = 10000
+
+// intQuery parses an optional integer query parameter from lo to hi; def
+// when absent.
+func intQuery(r *http.Request, name string, lo, hi, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, model.Errorf(model.KindInvalid, "invalid query parameter %s %q: must be a whole number from %d to %d", name, v, lo, hi)
+	}
+	return n, nil
 }

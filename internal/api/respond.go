@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"reflect"
 
 	"github.com/torpor-dev/torpor/internal/model"
 )
@@ -69,28 +67,22 @@ func statusOf(err error) int {
 }
 
 // errNoBody is returned by decodeBody for an empty body.
-var errNoBody = errors.New("request body is empty")
+var errNoBody = model.ErrEmptyBody
 
 // decodeBody reads r's body (limited by handle) into v, rejecting unknown
-// fields and trailing data. It returns errNoBody when the body is empty.
+// fields and trailing data (model.DecodeJSON). It returns errNoBody when the
+// body is empty.
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if errors.Is(err, io.EOF) {
-		return errNoBody
+	err := model.DecodeJSON(r.Body, v)
+	if err == nil || errors.Is(err, errNoBody) || model.KindOf(err) != model.KindInternal {
+		return err
 	}
-	if err != nil {
-		return bodyError(err)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return &httpError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit)}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return bodyError(err)
-		}
-		return model.Errorf(model.KindInvalid, "invalid JSON body: unexpected data after the JSON value")
-	}
-	return nil
+	return model.Errorf(model.KindInvalid, "reading the request body: %v", err)
 }
 
 // requireBody decodes a body that must be present.
@@ -100,54 +92,6 @@ func requireBody(r *http.Request, v any) error {
 		return model.Errorf(model.KindInvalid, "invalid JSON body: the request needs a JSON object body")
 	}
 	return err
-}
-
-// bodyError turns a JSON decoding error into a KindInvalid error naming the
-// problem and, where known, the field.
-func bodyError(err error) error {
-	var tooBig *http.MaxBytesError
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &tooBig):
-		return &httpError{status: http.StatusRequestEntityTooLarge,
-			msg: fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit)}
-	case errors.As(err, &syntax):
-		return model.Errorf(model.KindInvalid, "invalid JSON body: %v (at byte %d)", syntax, syntax.Offset)
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return model.Errorf(model.KindInvalid, "invalid JSON body: cannot unmarshal %s into %s", typ.Value, jsonKind(typ.Type))
-		}
-		return model.Errorf(model.KindInvalid, "invalid JSON body: %s: cannot unmarshal %s into %s", typ.Field, typ.Value, jsonKind(typ.Type))
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return model.Errorf(model.KindInvalid, "invalid JSON body: unexpected end of input")
-	}
-	// Unknown fields ("json: unknown field \"x\"") and errors from custom
-	// unmarshalers (durations, autostop) carry a useful message as is.
-	return model.Errorf(model.KindInvalid, "invalid JSON body: %s", trimJSONPrefix(err.Error()))
-}
-
-// jsonKind names t the way a JSON author thinks of it.
-func jsonKind(t reflect.Type) string {
-	if t == nil {
-		return "value"
-	}
-	switch t.Kind() {
-	case reflect.Struct, reflect.Map:
-		return "object"
-	case reflect.Slice, reflect.Array:
-		return "array"
-	}
-	return t.Kind().String()
-}
-
-// trimJSONPrefix drops encoding/json's "json: " prefix.
-func trimJSONPrefix(msg string) string {
-	const prefix = "json: "
-	if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
-		return msg[len(prefix):]
-	}
-	return msg
 }
 
 // isDeadline reports whether ctx ended because its deadline passed.

@@ -13,6 +13,9 @@ var machineNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Create records a new machine and, unless req.SkipLaunch, cold-starts it.
 func (m *Manager) Create(ctx context.Context, app string, req model.CreateMachineRequest) (model.Machine, error) {
+	if err := checkCreate(&req); err != nil {
+		return model.Machine{}, err
+	}
 	cfg := req.Config
 	if err := m.normalize(&cfg); err != nil {
 		return model.Machine{}, err
@@ -21,9 +24,6 @@ func (m *Manager) Create(ctx context.Context, app string, req model.CreateMachin
 	name := req.Name
 	if name == "" {
 		name = "machine-" + id[:6]
-	}
-	if !machineNameRe.MatchString(name) {
-		return model.Machine{}, invalid("name %q must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit", name)
 	}
 	now := time.Now().UTC()
 	mc := model.Machine{
@@ -77,6 +77,9 @@ func uniqueName(tx *store.Tx, app, name, exceptID string) error {
 // cold-started with the new config (a suspended machine's snapshot is
 // discarded first: it belongs to the old config); a stopped one stays stopped.
 func (m *Manager) Update(ctx context.Context, app, id string, req model.UpdateMachineRequest) (model.Machine, error) {
+	if err := checkName(req.Name); err != nil {
+		return model.Machine{}, err
+	}
 	cfg := req.Config
 	if err := m.normalize(&cfg); err != nil {
 		return model.Machine{}, err

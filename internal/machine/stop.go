@@ -13,6 +13,9 @@ import (
 // if it has not exited within the timeout; a suspended machine's snapshot is
 // discarded (invariant 3). Stopping a stopped machine succeeds.
 func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopRequest) error {
+	if err := checkStopRequest(&req); err != nil {
+		return err
+	}
 	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,10 +21,15 @@ const (
 	minMemoryMB     = 64
 	maxMemoryMB     = 65536
 	maxCPUs         = 64
+	maxGPUs         = 16
+	maxSwapMB       = 65536
+	maxRetries      = 1000
+	maxStopTimeout  = 24 * time.Hour
 )
 
 var (
-	envKeyRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	envKeyRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,255}$`)
+	regionRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	imageNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$`)
 )
 
@@ -42,8 +48,10 @@ func (m *Manager) normalize(cfg *model.MachineConfig) error {
 	if cfg.Guest.CPUKind == "" {
 		cfg.Guest.CPUKind = "shared"
 	}
+	canonical(cfg)
 	checks := []func(*model.MachineConfig) error{
-		checkGuest, checkInit, checkEnv, checkRestart, checkServices, checkHooks, checkGPUSuspend, m.checkImage, m.checkAutosuspend,
+		checkGuest, checkInit, checkEnv, checkRestart, checkSchedule, checkServices, checkStopConfig, checkHooks,
+		checkGPUSuspend, m.checkImage, m.checkAutosuspend,
 	}
 	for _, check := range checks {
 		if err := check(cfg); err != nil {
@@ -60,24 +68,53 @@ func checkGuest(cfg *model.MachineConfig) error {
 		return invalid("config.guest.cpus must be between 1 and %d, got %d", maxCPUs, g.CPUs)
 	case g.MemoryMB < minMemoryMB || g.MemoryMB > maxMemoryMB:
 		return invalid("config.guest.memory_mb must be between %d and %d, got %d", minMemoryMB, maxMemoryMB, g.MemoryMB)
-	case g.GPUs < 0:
-		return invalid("config.guest.gpus must not be negative, got %d", g.GPUs)
-	case cfg.SwapSizeMB < 0:
-		return invalid("config.swap_size_mb must not be negative, got %d", cfg.SwapSizeMB)
+	case g.GPUs < 0 || g.GPUs > maxGPUs:
+		return invalid("config.guest.gpus must be between 0 and %d, got %d", maxGPUs, g.GPUs)
+	case cfg.SwapSizeMB < 0 || cfg.SwapSizeMB > maxSwapMB:
+		return invalid("config.swap_size_mb must be between 0 and %d, got %d", maxSwapMB, cfg.SwapSizeMB)
 	case g.CPUKind != "shared" && g.CPUKind != "performance":
 		return invalid("config.guest.cpu_kind must be \"shared\" or \"performance\", got %q", g.CPUKind)
+	case len(g.GPUKind) > 64 || !printable(g.GPUKind):
+		return invalid("config.guest.gpu_kind must be at most 64 printable characters, got %q", g.GPUKind)
 	}
 	return nil
 }
 
 func checkInit(cfg *model.MachineConfig) error {
-	if len(command(cfg)) == 0 {
+	cmd := command(cfg)
+	if len(cmd) == 0 {
 		return invalid("config.init: set exec, or entrypoint and/or cmd (a root filesystem directory has no default command)")
 	}
-	if w := cfg.Init.Workdir; w != "" && !filepath.IsAbs(w) {
-		return invalid("config.init.workdir must be an absolute path, got %q", w)
+	if cmd[0] == "" {
+		return invalid("config.init: the command's first word (the program) must not be empty")
+	}
+	for _, f := range []struct {
+		name string
+		args []string
+	}{{"exec", cfg.Init.Exec}, {"entrypoint", cfg.Init.Entrypoint}, {"cmd", cfg.Init.Cmd}} {
+		if err := checkArgs("config.init."+f.name, f.args); err != nil {
+			return err
+		}
+	}
+	if w := cfg.Init.Workdir; w != "" && (!filepath.IsAbs(w) || strings.ContainsRune(w, 0)) {
+		return invalid("config.init.workdir must be an absolute path without NUL bytes, got %q", w)
 	}
 	return nil
+}
+
+// checkArgs refuses arguments a process cannot be given: NUL bytes.
+func checkArgs(field string, args []string) error {
+	for i, a := range args {
+		if strings.ContainsRune(a, 0) {
+			return invalid("%s[%d] must not contain NUL bytes", field, i)
+		}
+	}
+	return nil
+}
+
+// printable reports whether s has no control characters.
+func printable(s string) bool {
+	return !strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 || c == 0x7f })
 }
 
 // command is the process a config runs: init.exec, else entrypoint + cmd.
@@ -89,9 +126,12 @@ func command(cfg *model.MachineConfig) []string {
 }
 
 func checkEnv(cfg *model.MachineConfig) error {
-	for k := range cfg.Env {
+	for k, v := range cfg.Env {
 		if !envKeyRe.MatchString(k) {
-			return invalid("config.env: %q is not a valid variable name (letters, digits and _, not starting with a digit)", k)
+			return invalid("config.env: %q is not a valid variable name (1-256 letters, digits and _, not starting with a digit)", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return invalid("config.env.%s must not contain NUL bytes", k)
 		}
 	}
 	return nil
@@ -106,10 +146,83 @@ func checkRestart(cfg *model.MachineConfig) error {
 	default:
 		return invalid("config.restart.policy must be \"no\", \"always\" or \"on-failure\", got %q", cfg.Restart.Policy)
 	}
-	if cfg.Restart.MaxRetries < 0 {
-		return invalid("config.restart.max_retries must not be negative")
+	if n := cfg.Restart.MaxRetries; n < 0 || n > maxRetries {
+		return invalid("config.restart.max_retries must be between 0 and %d, got %d", maxRetries, n)
 	}
 	return nil
+}
+
+// checkSchedule checks config.schedule against Fly's schedules.
+func checkSchedule(cfg *model.MachineConfig) error {
+	switch cfg.Schedule {
+	case "", "hourly", "daily", "weekly", "monthly":
+		return nil
+	}
+	return invalid("config.schedule must be \"hourly\", \"daily\", \"weekly\", \"monthly\" or unset, got %q", cfg.Schedule)
+}
+
+// checkStopConfig checks config.stop_config and canonicalizes its signal
+// name ("term" becomes "SIGTERM").
+func checkStopConfig(cfg *model.MachineConfig) error {
+	sc := cfg.StopConfig
+	if sc == nil {
+		return nil
+	}
+	if sc.Timeout != nil {
+		if err := checkStopTimeout("config.stop_config.timeout", sc.Timeout.Duration); err != nil {
+			return err
+		}
+	}
+	if sc.Signal != nil && *sc.Signal != "" {
+		sig, err := stopSignal(*sc.Signal)
+		if err != nil {
+			return invalid("config.stop_config.signal: %v", err)
+		}
+		sc.Signal = &sig
+	}
+	return nil
+}
+
+// checkStopTimeout checks a stop grace period (0 means the default).
+func checkStopTimeout(field string, d time.Duration) error {
+	if d < 0 || d > maxStopTimeout {
+		return invalid("%s must be between 0s and %s, got %s", field, maxStopTimeout, d)
+	}
+	return nil
+}
+
+// checkStopRequest checks the body of a stop and canonicalizes its signal.
+func checkStopRequest(req *model.StopRequest) error {
+	if err := checkStopTimeout("timeout", req.Timeout.Duration); err != nil {
+		return err
+	}
+	if req.Signal == "" {
+		return nil
+	}
+	sig, err := stopSignal(req.Signal)
+	if err != nil {
+		return invalid("signal: %v", err)
+	}
+	req.Signal = sig
+	return nil
+}
+
+// stopSignal returns the canonical name of a stop signal: any signal.
+func stopSignal(s string) (string, error) {
+	name := canonicalSignal(s)
+	if unix.SignalNum(name) == 0 {
+		return "", fmt.Errorf("unknown signal %q (use a name such as \"SIGTERM\")", s)
+	}
+	return name, nil
+}
+
+// canonicalSignal spells a signal name the way unix.SignalNum knows it.
+func canonicalSignal(s string) string {
+	name := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	return name
 }
 
 func checkServices(cfg *model.MachineConfig) error {
@@ -124,16 +237,48 @@ func checkServices(cfg *model.MachineConfig) error {
 			return invalid("%s.protocol must be \"tcp\" or \"http\", got %q", field, s.Protocol)
 		}
 		for j, p := range s.Ports {
-			if p.Port != nil && (*p.Port < 1 || *p.Port > 65535) {
-				return invalid("%s.ports[%d].port must be between 1 and 65535, got %d", field, j, *p.Port)
+			if err := checkPort(fmt.Sprintf("%s.ports[%d]", field, j), p); err != nil {
+				return err
 			}
 		}
-		if s.MinMachinesRunning != nil && *s.MinMachinesRunning < 0 {
-			return invalid("%s.min_machines_running must not be negative", field)
+		if s.MinMachinesRunning != nil && (*s.MinMachinesRunning < 0 || *s.MinMachinesRunning > maxMinRunning) {
+			return invalid("%s.min_machines_running must be between 0 and %d, got %d", field, maxMinRunning, *s.MinMachinesRunning)
 		}
-		if c := s.Concurrency; c != nil && c.HardLimit > 0 && c.SoftLimit > c.HardLimit {
-			return invalid("%s.concurrency.soft_limit (%d) must not exceed hard_limit (%d)", field, c.SoftLimit, c.HardLimit)
+		if err := checkConcurrency(field+".concurrency", s.Concurrency); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// maxMinRunning bounds services[].min_machines_running.
+const maxMinRunning = 1000
+
+// handlers are the port handlers Fly knows; the proxy acts on "http".
+var handlers = []string{"http", "tls", "pg_tls", "proxy_proto", "edge_http"}
+
+func checkPort(field string, p model.Port) error {
+	if p.Port != nil && (*p.Port < 1 || *p.Port > 65535) {
+		return invalid("%s.port must be between 1 and 65535, got %d", field, *p.Port)
+	}
+	for k, h := range p.Handlers {
+		if !slices.Contains(handlers, h) {
+			return invalid("%s.handlers[%d] must be one of %s, got %q", field, k, strings.Join(handlers, ", "), h)
+		}
+	}
+	return nil
+}
+
+func checkConcurrency(field string, c *model.Concurrency) error {
+	switch {
+	case c == nil:
+		return nil
+	case c.Type != "" && c.Type != "connections" && c.Type != "requests":
+		return invalid("%s.type must be \"connections\" or \"requests\", got %q", field, c.Type)
+	case c.SoftLimit < 0 || c.HardLimit < 0:
+		return invalid("%s.soft_limit and hard_limit must not be negative, got %d and %d", field, c.SoftLimit, c.HardLimit)
+	case c.HardLimit > 0 && c.SoftLimit > c.HardLimit:
+		return invalid("%s.soft_limit (%d) must not exceed hard_limit (%d)", field, c.SoftLimit, c.HardLimit)
 	}
 	return nil
 }
@@ -176,6 +321,9 @@ func checkHook(field string, h *model.Hook) error {
 	if len(h.Cmd) == 0 || h.Cmd[0] == "" {
 		return invalid("%s.cmd must not be empty (the command and its arguments, e.g. [\"/app/hook.sh\"])", field)
 	}
+	if err := checkArgs(field+".cmd", h.Cmd); err != nil {
+		return err
+	}
 	if h.Timeout.Duration == 0 {
 		h.Timeout.Duration = defaultHookTimeout
 	}
@@ -188,10 +336,7 @@ func checkHook(field string, h *model.Hook) error {
 // signalName returns the canonical name of a signal that may be sent to a
 // running app: not SIGKILL or SIGSTOP, which no app can handle.
 func signalName(s string) (string, error) {
-	name := strings.ToUpper(strings.TrimSpace(s))
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
+	name := canonicalSignal(s)
 	if unix.SignalNum(name) == 0 {
 		return "", fmt.Errorf("unknown signal %q (use a name such as \"SIGUSR2\")", s)
 	}
@@ -236,24 +381,142 @@ func (m *Manager) checkImage(cfg *model.MachineConfig) error {
 	return err
 }
 
-// rootfs resolves an image to a root filesystem directory: an absolute path
-// is used as is, a name is looked up under ImagesDir.
+// rootfs resolves an image to a root filesystem directory. A name is looked
+// up under ImagesDir and must stay there once symlinks are followed. An
+// absolute path is used as is, but it may not expose the daemon's own state:
+// it may not be the data or run directory, lie inside one (images under
+// ImagesDir excepted) or contain one (as "/" does).
 func (m *Manager) rootfs(image string) (string, error) {
 	if image == "" {
 		return "", invalid("config.image is required (a root filesystem directory or an image name under the images directory)")
 	}
-	path := image
-	if !filepath.IsAbs(image) {
-		if !imageNameRe.MatchString(image) || strings.Contains(image, "..") {
-			return "", invalid("config.image %q is not a valid image name", image)
-		}
-		path = filepath.Join(m.cfg.ImagesDir, strings.ReplaceAll(image, ":", "_"))
+	if strings.ContainsRune(image, 0) || len(image) > 4096 {
+		return "", invalid("config.image must be at most 4096 bytes without NUL bytes")
 	}
-	fi, err := os.Stat(path)
-	if err != nil || !fi.IsDir() {
+	if !filepath.IsAbs(image) {
+		return m.imageByName(image)
+	}
+	if slices.Contains(strings.Split(image, "/"), "..") {
+		return "", invalid("config.image %q must not contain \"..\" segments", image)
+	}
+	dir, err := existingDir(image)
+	if err != nil {
+		return "", invalid("config.image %q not found: %v", image, err)
+	}
+	if err := m.checkImagePath(dir); err != nil {
+		return "", invalid("config.image %q (%s): %v", image, dir, err)
+	}
+	return dir, nil
+}
+
+// imageByName resolves an image name under ImagesDir.
+func (m *Manager) imageByName(image string) (string, error) {
+	if !imageNameRe.MatchString(image) || slices.Contains(strings.Split(image, "/"), "..") {
+		return "", invalid("config.image %q is not a valid image name: lowercase letters, digits, '.', '_', '-' and '/', "+
+			"starting with a letter or digit, no \"..\" segments, optionally \":tag\"; or give an absolute path", image)
+	}
+	path := filepath.Join(m.cfg.ImagesDir, strings.ReplaceAll(image, ":", "_"))
+	dir, err := existingDir(path)
+	if err != nil {
 		return "", invalid("config.image %q not found: torpor runs root filesystem directories; give an absolute path or put it at %s", image, path)
 	}
-	return filepath.Clean(path), nil
+	base, err := filepath.EvalSymlinks(m.cfg.ImagesDir)
+	if err != nil || !within(dir, base) {
+		return "", invalid("config.image %q resolves to %s, outside the images directory %s (a symlink escapes it)", image, dir, m.cfg.ImagesDir)
+	}
+	return dir, nil
+}
+
+// existingDir follows path's symlinks and returns the directory it names.
+func existingDir(path string) (string, error) {
+	dir, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("no such directory")
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("not a directory")
+	}
+	return filepath.Abs(dir)
+}
+
+// checkImagePath refuses a root filesystem that would show a machine the
+// daemon's own files (other machines' snapshots, the store, sockets).
+func (m *Manager) checkImagePath(dir string) error {
+	images := realPath(m.cfg.ImagesDir)
+	for _, own := range []string{m.cfg.DataDir, m.cfg.RunDir} {
+		own = realPath(own)
+		switch {
+		case within(own, dir) || own == dir:
+			return fmt.Errorf("contains the daemon's directory %s", own)
+		case within(dir, own) && !within(dir, images):
+			return fmt.Errorf("is inside the daemon's directory %s", own)
+		}
+	}
+	return nil
+}
+
+// realPath is path absolute, with its symlinks followed where it exists.
+func realPath(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return filepath.Clean(path)
+	}
+	return abs
+}
+
+// within reports whether path lies strictly inside dir (both clean and absolute).
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
+}
+
+// checkCreate checks what a create request has besides its config.
+func checkCreate(req *model.CreateMachineRequest) error {
+	if req.Region != "" && !regionRe.MatchString(req.Region) {
+		return invalid("region %q must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit", req.Region)
+	}
+	return checkName(req.Name)
+}
+
+// checkName checks a machine name ("" means generated or unchanged).
+func checkName(name string) error {
+	if name != "" && !machineNameRe.MatchString(name) {
+		return invalid("name %q must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// canonical drops empty lists and maps, which JSON cannot tell from absent
+// ones, so that a stored config reads back equal to itself.
+func canonical(cfg *model.MachineConfig) {
+	cfg.Init.Exec = nilIfEmpty(cfg.Init.Exec)
+	cfg.Init.Entrypoint = nilIfEmpty(cfg.Init.Entrypoint)
+	cfg.Init.Cmd = nilIfEmpty(cfg.Init.Cmd)
+	if len(cfg.Env) == 0 {
+		cfg.Env = nil
+	}
+	if len(cfg.Metadata) == 0 {
+		cfg.Metadata = nil
+	}
+	cfg.Services = nilIfEmpty(cfg.Services)
+	for i := range cfg.Services {
+		s := &cfg.Services[i]
+		s.Ports = nilIfEmpty(s.Ports)
+		for j := range s.Ports {
+			s.Ports[j].Handlers = nilIfEmpty(s.Ports[j].Handlers)
+		}
+	}
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // suspendIneligible says why a config cannot be suspended, or "" if it can.

@@ -3,6 +3,8 @@ package model
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -134,14 +136,14 @@ func (a *Autostop) UnmarshalJSON(b []byte) error {
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("autostop must be \"off\", \"stop\", \"suspend\" or a boolean")
+		return ruleError[Autostop]("autostop must be \"off\", \"stop\", \"suspend\" or a boolean")
 	}
 	switch Autostop(s) {
 	case AutostopOff, AutostopStop, AutostopSuspend:
 		*a = Autostop(s)
 		return nil
 	}
-	return fmt.Errorf("autostop must be \"off\", \"stop\", \"suspend\" or a boolean, not %q", s)
+	return ruleError[Autostop](fmt.Sprintf("autostop must be \"off\", \"stop\", \"suspend\" or a boolean, not %q", s))
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -151,25 +153,43 @@ type Duration struct{ time.Duration }
 // MarshalJSON writes the duration as a string such as "30s".
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
-// UnmarshalJSON reads "30s" or 30 (seconds).
+// UnmarshalJSON reads "30s" or 30 (seconds). Values beyond what a
+// time.Duration holds (about 292 years) are refused.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var n float64
 	if err := json.Unmarshal(b, &n); err == nil {
-		d.Duration = time.Duration(n * float64(time.Second))
-		return nil
+		return d.setSeconds(n, string(b))
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string like \"30s\" or a number of seconds")
+		return ruleError[Duration]("duration must be a string like \"30s\" or a number of seconds")
 	}
 	if secs, err := strconv.ParseFloat(s, 64); err == nil {
-		d.Duration = time.Duration(secs * float64(time.Second))
-		return nil
+		return d.setSeconds(secs, strconv.Quote(s))
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: %v", s, err)
+		return ruleError[Duration](fmt.Sprintf("invalid duration %q: must be a string like \"30s\" or a number of seconds", s))
 	}
 	d.Duration = v
 	return nil
+}
+
+// maxSeconds is the largest number of seconds a time.Duration holds.
+const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+// setSeconds sets d to secs seconds, refusing what a time.Duration cannot hold.
+func (d *Duration) setSeconds(secs float64, raw string) error {
+	if math.IsNaN(secs) || math.Abs(secs) > maxSeconds {
+		return ruleError[Duration](fmt.Sprintf("invalid duration %s: out of range", raw))
+	}
+	d.Duration = time.Duration(secs * float64(time.Second))
+	return nil
+}
+
+// ruleError is how the custom unmarshalers of T report a value that breaks
+// T's rule: as a *json.UnmarshalTypeError, which encoding/json completes
+// with the field's path, so that DecodeJSON can name the field.
+func ruleError[T any](rule string) error {
+	return &json.UnmarshalTypeError{Value: rule, Type: reflect.TypeFor[T]()}
 }
