@@ -416,11 +416,17 @@ func TestClockRightAfterResume(t *testing.T) {
 		if first.seq != lastSeq+1 {
 			t.Logf("note: datagrams %d to %d were lost, the first one received is not the first sent after the restore", lastSeq+1, first.seq-1)
 		}
-		if first.skew().Abs() > limit || worst > limit {
-			t.Fatalf("clock off after resume: first datagram skew %v, worst %v (limit %v)", first.skew(), worst, limit)
-		}
-		if first.app.Before(before.Add(-limit)) {
-			t.Fatalf("first datagram after resume stamped %v before start was called", before.Sub(first.app))
+		// Every datagram was sent after start was called and before it was
+		// received, so a right clock stamps it between the two (give or take
+		// the limit). These bounds hold however loaded the host is; a clock
+		// left at the snapshot's time breaks the first by the time asleep.
+		for _, s := range after[:100] {
+			if s.app.Before(before.Add(-limit)) {
+				t.Fatalf("clock behind after resume: datagram %d stamped %v before start was called", s.seq, before.Sub(s.app))
+			}
+			if s.app.After(s.recv.Add(limit)) {
+				t.Fatalf("clock ahead after resume: datagram %d stamped %v after it was received", s.seq, s.app.Sub(s.recv))
+			}
 		}
 	}
 }
