@@ -38,6 +38,7 @@ type Config struct {
 	ListenTCP            string // optional host:port of the API
 	RunscPath            string
 	SuspendMemoryLimitMB int
+	SyncSnapshots        bool   // flush snapshots before reporting suspended (machine.Config)
 	NetworkRange         string // private range for machine addresses; "" disables networking
 	Proxy                proxy.Config
 	NoProxy              bool // run without the proxy
@@ -89,6 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 		DataDir:              cfg.DataDir,
 		ImagesDir:            cfg.ImagesDir,
 		SuspendMemoryLimitMB: cfg.SuspendMemoryLimitMB,
+		SyncSnapshots:        cfg.SyncSnapshots,
 		Logger:               log,
 		Fault:                faultFunc(cfg.Fault, log),
 	}

@@ -70,6 +70,12 @@ type Config struct {
 	// StopTimeout is how long stop waits for the process to exit after the
 	// stop signal before killing it, when the request and config say nothing (default 10s).
 	StopTimeout time.Duration
+	// SyncSnapshots makes suspend flush a snapshot to disk before it reports
+	// the machine suspended. By default the flush runs right after, off the
+	// suspend's critical path: a crash of the host (not of the daemon)
+	// within that moment may then cost the snapshot, which the next start
+	// detects (checksums) and answers with a cold start.
+	SyncSnapshots bool
 	// Logs configures each machine's persistent console log.
 	Logs   logs.Config
 	Logger *slog.Logger

@@ -2,6 +2,7 @@ package machine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,15 +75,21 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	}
 	checkpointed := time.Since(checkpointBegin)
 	m.fault("after-checkpoint")
+	sealBegin := time.Now()
 	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap))
+	if err == nil && m.cfg.SyncSnapshots {
+		err = snapshot.Flush(snap.Dir)
+	}
 	if err != nil {
 		return m.failSuspend(ctx, f, "seal", err, false)
 	}
+	sealed := time.Since(sealBegin)
 	m.fault("after-seal")
 	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
 	details := map[string]any{
 		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
-		"checkpoint_ms": checkpointed.Milliseconds(), "duration_ms": time.Since(begin).Milliseconds(),
+		"checkpoint_ms": checkpointed.Milliseconds(), "seal_ms": sealed.Milliseconds(),
+		"duration_ms": time.Since(begin).Milliseconds(),
 	}
 	if pre != nil {
 		details[hookPreSuspend] = pre.details()
@@ -91,7 +98,19 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 		rec.State = model.StateSuspended
 		return tx.PutSnapshot(snap)
 	}, event("suspend", "suspended", model.SourceOf(ctx), details))
+	if err == nil && !m.cfg.SyncSnapshots {
+		go m.flushSnapshot(snap.Dir)
+	}
 	return err
+}
+
+// flushSnapshot flushes a sealed snapshot to disk after the suspend has been
+// reported (see Config.SyncSnapshots). A snapshot claimed or discarded in
+// the meantime needs no flush.
+func (m *Manager) flushSnapshot(dir string) {
+	if err := snapshot.Flush(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.log.Warn("flushing snapshot to disk", "dir", dir, "err", err)
+	}
 }
 
 // stillRunning reports whether the sandbox of run r has not exited.

@@ -84,10 +84,13 @@ func HostID() string {
 	return goruntime.GOARCH + "-" + hex.EncodeToString(sum[:8])
 }
 
-// Write seals the image in dir: it checksums every file and writes the seal
-// durably. The seal's Files and SizeBytes are filled in here.
+// Write seals the image in dir: it checksums every file and writes the seal.
+// The seal's Files and SizeBytes are filled in here. Write does not flush
+// anything to disk (see Flush): a crash of the daemon loses nothing, since
+// the page cache outlives it, and what a crash of the host tears or loses,
+// Verify rejects.
 func Write(dir string, seal Seal) (Seal, error) {
-	files, size, err := checksumDir(dir, nil, true)
+	files, size, err := checksumDir(dir, nil)
 	if err != nil {
 		return seal, fmt.Errorf("seal %s: %w", dir, err)
 	}
@@ -96,10 +99,30 @@ func Write(dir string, seal Seal) (Seal, error) {
 	if err != nil {
 		return seal, err
 	}
-	if err := writeFileSync(filepath.Join(dir, SealFile), data); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, SealFile), data); err != nil {
 		return seal, fmt.Errorf("seal %s: %w", dir, err)
 	}
-	return seal, syncDir(dir)
+	return seal, nil
+}
+
+// Flush makes the image in dir durable: it fsyncs every file in it, then the
+// directory itself. Until Flush returns, a crash of the host may lose or
+// tear the image (never undetected: Verify then fails and the machine cold
+// starts instead of resuming).
+func Flush(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := syncFile(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return syncFile(dir)
 }
 
 // Verify checks that dir holds a complete, unmodified image sealed with want's
@@ -156,7 +179,7 @@ func compareIdentity(got, want Seal) error {
 }
 
 func verifyFiles(dir string, want map[string]string) error {
-	got, _, err := checksumDir(dir, want, false)
+	got, _, err := checksumDir(dir, want)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -177,9 +200,8 @@ func verifyFiles(dir string, want map[string]string) error {
 }
 
 // checksumDir returns the digest of every regular file in dir except the
-// seal, made like the digest of the same name in like (CRC-32C if none);
-// with sync it also flushes each file to disk.
-func checksumDir(dir string, like map[string]string, sync bool) (map[string]string, int64, error) {
+// seal, made like the digest of the same name in like (CRC-32C if none).
+func checksumDir(dir string, like map[string]string) (map[string]string, int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, 0, err
@@ -190,7 +212,7 @@ func checksumDir(dir string, like map[string]string, sync bool) (map[string]stri
 		if e.Name() == SealFile || !e.Type().IsRegular() {
 			continue
 		}
-		sum, n, err := checksumFile(filepath.Join(dir, e.Name()), like[e.Name()], sync)
+		sum, n, err := checksumFile(filepath.Join(dir, e.Name()), like[e.Name()])
 		if err != nil {
 			return nil, 0, err
 		}
@@ -221,8 +243,8 @@ func newDigest(want string) (hash.Hash, func([]byte) string) {
 }
 
 // checksumFile digests the file at path the way want was digested (see
-// newDigest); with sync it also flushes the file to disk.
-func checksumFile(path, want string, sync bool) (string, int64, error) {
+// newDigest).
+func checksumFile(path, want string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
@@ -233,16 +255,13 @@ func checksumFile(path, want string, sync bool) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			return "", 0, err
-		}
-	}
 	return format(h.Sum(nil)), n, nil
 }
 
 // Claim marks the image in dir as claimed by renaming it, and returns the new
-// path. The rename is atomic: of two claims of one directory, one fails.
+// path. The rename is atomic: of two claims of one directory, one fails. It
+// is not flushed: the claim that counts across a crash of the host is the
+// one the caller committed to its store before calling Claim.
 func Claim(dir string) (string, error) {
 	claimed := dir + claimedSuffix
 	if err := os.Rename(dir, claimed); err != nil {
@@ -251,7 +270,7 @@ func Claim(dir string) (string, error) {
 		}
 		return "", fmt.Errorf("claim %s: %w", dir, err)
 	}
-	return claimed, syncDir(filepath.Dir(dir))
+	return claimed, nil
 }
 
 // Remove deletes a snapshot directory, claimed or not. Missing is not an error.
@@ -262,33 +281,25 @@ func Remove(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-func writeFileSync(path string, data []byte) error {
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, so that path is either absent or whole (as far as this host stays
+// up; see Flush).
+func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// syncFile fsyncs the file or directory at path.
+func syncFile(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	defer f.Close()
+	return f.Sync()
 }
 
 // RemoveExcept deletes every image under parent except keep (when keepOK).

@@ -163,3 +163,13 @@ func flipByte(t *testing.T, path string, off int64) {
 		t.Fatal(err)
 	}
 }
+
+func TestFlush(t *testing.T) {
+	dir, _ := sealedImage(t)
+	if err := Flush(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := Flush(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("flush of a missing dir: %v", err)
+	}
+}
