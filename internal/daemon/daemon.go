@@ -39,6 +39,7 @@ type Config struct {
 	RunscPath            string
 	SuspendMemoryLimitMB int
 	SyncSnapshots        bool   // flush snapshots before reporting suspended (machine.Config)
+	BackgroundRestore    bool   // load a resumed machine's pages in the background (gvisor.Config)
 	NetworkRange         string // private range for machine addresses; "" disables networking
 	Proxy                proxy.Config
 	NoProxy              bool // run without the proxy
@@ -71,7 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 	rt, err := gvisor.New(gvisor.Config{RunscPath: cfg.RunscPath, RootDir: filepath.Join(cfg.DataDir, "runsc"),
-		ExtraFlags: []string{guestapi.RunscFlag}})
+		ExtraFlags: []string{guestapi.RunscFlag}, BackgroundRestore: cfg.BackgroundRestore})
 	if err != nil {
 		return err
 	}

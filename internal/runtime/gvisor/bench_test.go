@@ -37,7 +37,7 @@ func BenchmarkLifecycle(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			rt := newTestRuntime(b)
-			rt.backgroundRestore = bc.background
+			rt.cfg.BackgroundRestore = bc.background
 			benchLifecycle(b, rt, bc.app)
 		})
 	}

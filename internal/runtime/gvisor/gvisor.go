@@ -52,6 +52,11 @@ type Config struct {
 	// concern a bundle (boot, restore, checkpoint). Verbose and slow: for
 	// diagnosing runsc only.
 	Debug bool
+	// BackgroundRestore makes Restore return once the sandbox's kernel state
+	// is loaded, while its memory pages keep loading in the background (runsc
+	// restore --background); the app waits only for the pages it touches.
+	// See restoreArgs for what it costs.
+	BackgroundRestore bool
 }
 
 // Runtime is the gVisor sandbox driver. Its methods are safe for concurrent
@@ -59,9 +64,6 @@ type Config struct {
 type Runtime struct {
 	cfg     Config
 	version string
-	// backgroundRestore adds --background to restores; only the benchmark
-	// sets it, to compare (see restoreArgs).
-	backgroundRestore bool
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
