@@ -128,18 +128,36 @@ func Flush(dir string) error {
 // Verify checks that dir holds a complete, unmodified image sealed with want's
 // identity (machine, generation, runtime version, host) and checksum. The
 // error wraps ErrMissing, ErrCorrupt, ErrWrongRuntime, ErrWrongHost or ErrStale.
+// It is VerifySeal then VerifyFiles.
 func Verify(dir string, want Seal, checksum string) error {
-	got, err := ReadSeal(dir)
+	seal, err := VerifySeal(dir, want, checksum)
 	if err != nil {
 		return err
 	}
+	return VerifyFiles(dir, seal)
+}
+
+// VerifySeal checks the seal of the image in dir, without reading the image
+// files: it has want's identity and matches checksum (so its per-file
+// digests are the ones sealed). It returns the seal for VerifyFiles.
+func VerifySeal(dir string, want Seal, checksum string) (Seal, error) {
+	got, err := ReadSeal(dir)
+	if err != nil {
+		return got, err
+	}
 	if err := compareIdentity(got, want); err != nil {
-		return err
+		return got, err
 	}
 	if got.Checksum() != checksum {
-		return fmt.Errorf("%w: seal does not match the recorded checksum", ErrCorrupt)
+		return got, fmt.Errorf("%w: seal does not match the recorded checksum", ErrCorrupt)
 	}
-	return verifyFiles(dir, got.Files)
+	return got, nil
+}
+
+// VerifyFiles checks that the files in dir are exactly those of seal, with
+// their sealed digests. The error wraps ErrCorrupt.
+func VerifyFiles(dir string, seal Seal) error {
+	return verifyFiles(dir, seal.Files)
 }
 
 // ReadSeal reads the seal of the image in dir. The error wraps ErrMissing
