@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
@@ -41,13 +42,10 @@ type Config struct {
 	Proxy                proxy.Config
 	NoProxy              bool // run without the proxy
 	Logger               *slog.Logger
-	// Fault names a point where the daemon exits abruptly, for crash tests
-	// (TORPOR_FAULT); never set in production.
+	// Fault arms fault points for crash tests (TORPOR_FAULT, see fault.go);
+	// never set in production.
 	Fault string
 }
-
-// faultExitCode is the exit status of a daemon killed at a fault point.
-const faultExitCode = 75
 
 // Run runs the daemon until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -73,6 +71,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	faults, err := parseFaults(cfg.Fault)
+	if err != nil {
+		return err
+	}
 	var px atomic.Pointer[proxy.Proxy]
 	self := &machineRef{} // the in-machine API needs the manager it is given to
 	gapi := guestapi.New(self, log.With("component", "guestapi"))
@@ -89,7 +91,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ImagesDir:            cfg.ImagesDir,
 		SuspendMemoryLimitMB: cfg.SuspendMemoryLimitMB,
 		Logger:               log,
-		Fault:                faultFunc(cfg.Fault, log),
+		Fault:                faultFunc(faults, killSandbox(rt), log),
 	}
 	if cfg.NetworkRange != "" {
 		if mcfg.Network, err = newNetwork(cfg); err != nil {
@@ -119,18 +121,6 @@ func Run(ctx context.Context, cfg Config) error {
 		err = perr
 	}
 	return err
-}
-
-func faultFunc(point string, log *slog.Logger) func(string) {
-	if point == "" {
-		return nil
-	}
-	return func(p string) {
-		if p == point {
-			log.Error("fault point reached: exiting", "point", p)
-			os.Exit(faultExitCode)
-		}
-	}
 }
 
 // serve serves h on the configured listeners until ctx ends, then shuts
@@ -186,6 +176,17 @@ func listen(cfg Config) ([]net.Listener, error) {
 		return nil, errors.New("nothing to listen on: set a socket or a TCP address")
 	}
 	return ls, nil
+}
+
+// killSandbox returns a sandboxKiller for the gVisor runtime.
+func killSandbox(rt *gvisor.Runtime) sandboxKiller {
+	return func(ctx context.Context, machineID string) (int, error) {
+		pid, err := rt.SandboxPID(ctx, "torpor-"+machineID)
+		if err != nil || pid == 0 {
+			return pid, err
+		}
+		return pid, syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // machineRef lets the in-machine API be built before the manager it uses.

@@ -100,7 +100,7 @@ func TestCrashBetweenClaimAndRestoreNeverRestores(t *testing.T) {
 	printed := len(d.counts(m.ID))
 
 	d.stop()
-	d.run("TORPOR_FAULT=after-claim")
+	d.run("TORPOR_FAULT=resume/after-claim")
 	if _, err := d.c.Start(ctx(t), d.app, m.ID); err == nil {
 		t.Fatal("start succeeded although the daemon was to die after the claim")
 	}

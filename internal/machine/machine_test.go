@@ -204,7 +204,7 @@ type crash string
 
 func (e *env) crashAt(point string, op func() error) {
 	e.t.Helper()
-	e.m.cfg.Fault = func(p string) {
+	e.m.cfg.Fault = func(p, _ string) {
 		if p == point {
 			panic(crash(p))
 		}
@@ -222,7 +222,7 @@ func (e *env) crashAt(point string, op func() error) {
 }
 
 func TestCrashBetweenClaimAndRestoreNeverRestores(t *testing.T) {
-	for _, point := range []string{"after-claim-commit", "after-claim"} {
+	for _, point := range []string{"resume/after-commit-claim", "resume/after-claim"} {
 		t.Run(point, func(t *testing.T) {
 			e := newEnv(t)
 			mc := e.create()
@@ -251,7 +251,7 @@ func TestCrashDuringSuspend(t *testing.T) {
 	t.Run("after checkpoint, before seal: machine stopped", func(t *testing.T) {
 		e := newEnv(t)
 		mc := e.create()
-		e.crashAt("after-checkpoint", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+		e.crashAt("suspend/after-checkpoint", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
 		e.wantState(mc.ID, model.StateStopped)
 		if _, ok := e.snapshotRecord(mc.ID); ok {
 			t.Fatal("unsealed snapshot kept")
@@ -261,7 +261,7 @@ func TestCrashDuringSuspend(t *testing.T) {
 		e := newEnv(t)
 		mc := e.create()
 		e.rt.Tick(sandboxID(mc.ID), 5)
-		e.crashAt("after-seal", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+		e.crashAt("suspend/after-seal", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
 		e.wantState(mc.ID, model.StateSuspended)
 		if resp := e.start(mc.ID); !resp.FromSnapshot || e.rt.Counter(sandboxID(mc.ID)) != 5 {
 			t.Fatalf("resume after recovered suspend = %+v", resp)
@@ -272,7 +272,7 @@ func TestCrashDuringSuspend(t *testing.T) {
 func TestCrashWhileFrozenForCheckpointThawsOnRecovery(t *testing.T) {
 	e := newEnv(t)
 	mc := e.create()
-	e.crashAt("after-freeze", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+	e.crashAt("suspend/after-freeze", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
 	e.wantState(mc.ID, model.StateStarted)
 	calls := e.rt.Calls()
 	if len(calls) == 0 || calls[len(calls)-1] != "signal-all SIGCONT" {

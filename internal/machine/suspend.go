@@ -49,10 +49,12 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	if err != nil {
 		return err
 	}
+	m.fault("suspend/after-commit-suspending", mc.ID)
 	pre, err := m.preSuspend(ctx, mc)
 	if err != nil {
 		return err
 	}
+	m.fault("suspend/after-pre-suspend", mc.ID)
 	// A fresh budget for the checkpoint, however long the hook took.
 	ctx, cancel := detach(ctx)
 	defer cancel()
@@ -60,25 +62,27 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	if err := os.MkdirAll(snap.Dir, 0o700); err != nil {
 		return m.failSuspend(ctx, f, "create snapshot directory", err, true)
 	}
+	m.fault("suspend/after-mkdir", mc.ID)
 	// Freeze every process for the checkpoint: the app then comes back
 	// stopped and only runs again once its clock is checked (afterRestore).
 	if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGSTOP"); err != nil {
 		return m.failSuspend(ctx, f, "freeze processes", err, true)
 	}
-	m.fault("after-freeze")
+	m.fault("suspend/after-freeze", mc.ID)
 	r := m.currentRun(mc.ID)
 	m.endRun(mc.ID) // the sandbox's exit is ours from here on
+	m.fault("suspend/before-checkpoint", mc.ID)
 	checkpointBegin := time.Now()
 	if err := m.rt.Checkpoint(ctx, sandboxID(mc.ID), snap.Dir); err != nil {
 		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(r))
 	}
 	checkpointed := time.Since(checkpointBegin)
-	m.fault("after-checkpoint")
+	m.fault("suspend/after-checkpoint", mc.ID)
 	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap))
 	if err != nil {
 		return m.failSuspend(ctx, f, "seal", err, false)
 	}
-	m.fault("after-seal")
+	m.fault("suspend/after-seal", mc.ID)
 	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
 	details := map[string]any{
 		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
@@ -91,6 +95,9 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 		rec.State = model.StateSuspended
 		return tx.PutSnapshot(snap)
 	}, event("suspend", "suspended", model.SourceOf(ctx), details))
+	if err == nil {
+		m.fault("suspend/after-commit-suspended", mc.ID)
+	}
 	return err
 }
 
@@ -152,6 +159,7 @@ func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string
 
 // backToStarted records a failed suspend whose machine runs again.
 func (m *Manager) backToStarted(mc model.Machine, details map[string]any, evs []model.Event) error {
+	m.fault("suspend/failed-before-commit", mc.ID)
 	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateStarted
 		return tx.DeleteSnapshot(mc.ID)
