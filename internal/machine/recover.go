@@ -69,10 +69,15 @@ func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
 		return m.destroy(ctx, mc)
 	default: // created, stopped
 		if status != runtime.StatusAbsent {
-			return m.rt.Kill(ctx, sandboxID(mc.ID))
+			if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+				return err
+			}
 		}
+		// A machine that is not suspended owns no snapshot image: one left
+		// here is from a stop or update whose daemon died between
+		// discarding the record and deleting the image.
+		return m.discardSnapshotDirs(mc.ID)
 	}
-	return nil
 }
 
 // adopt takes a running sandbox back under supervision. Any snapshot of the
