@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -623,4 +624,26 @@ func TestInvalidConfigsNameTheField(t *testing.T) {
 	if ms, _ := e.m.List(context.Background(), "app"); len(ms) != 0 {
 		t.Fatalf("invalid creates left machines: %v", ms)
 	}
+}
+
+func TestSuspendDiskFullLeavesStarted(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	e.rt.Tick(sandboxID(mc.ID), 4)
+	e.rt.Fail("checkpoint", fmt.Errorf("write pages: %w", syscall.ENOSPC))
+	err := e.m.Suspend(context.Background(), "app", mc.ID)
+	if model.KindOf(err) != model.KindInsufficientStorage || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("suspend = %v (kind %v), want a 507 saying disk full", err, model.KindOf(err))
+	}
+	e.wantState(mc.ID, model.StateStarted)
+	if e.rt.Counter(sandboxID(mc.ID)) != 4 {
+		t.Fatal("the machine lost its memory")
+	}
+	if ev := e.lastEvent(mc.ID, "suspend"); !strings.Contains(fmt.Sprint(ev.Request["error"]), "ENOSPC") {
+		t.Fatalf("suspend event = %+v", ev)
+	}
+	if entries, _ := os.ReadDir(e.m.snapshotsDir(mc.ID)); len(entries) != 0 {
+		t.Fatalf("partial snapshot left: %v", entries)
+	}
+	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 }

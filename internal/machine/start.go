@@ -273,10 +273,9 @@ func (m *Manager) expectedSeal(mc model.Machine, snap model.Snapshot) snapshot.S
 	}
 }
 
-// discardSnapshotDirs deletes every snapshot image of the machine.
+// discardSnapshotDirs deletes every snapshot image of the machine. It
+// empties the snapshots directory rather than removing it, which works when
+// the directory is a mount point (dedicated snapshot storage).
 func (m *Manager) discardSnapshotDirs(id string) error {
-	if err := os.RemoveAll(m.snapshotsDir(id)); err != nil {
-		return err
-	}
-	return nil
+	return snapshot.RemoveExcept(m.snapshotsDir(id), "", false)
 }

@@ -2,9 +2,12 @@ package machine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
@@ -132,6 +135,12 @@ type suspendFailure struct {
 func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string, cause error, running bool) error {
 	mc, snap := f.mc, f.snap
 	msg := fmt.Sprintf("suspend failed (%s): %v", step, cause)
+	kind := model.KindInternal
+	if diskFull(cause) {
+		msg = fmt.Sprintf("suspend failed (%s): disk full (ENOSPC) in %s: %v", step, filepath.Dir(snap.Dir), cause)
+		kind = model.KindInsufficientStorage
+	}
+	joinFail := func(msg string, err error) error { return joinFailKind(kind, msg, err) }
 	m.log.Warn("suspend failed", "machine", mc.ID, "step", step, "err", cause)
 	if running {
 		m.supervise(mc.ID)
@@ -193,9 +202,17 @@ func (m *Manager) restoreUnsealed(ctx context.Context, mc model.Machine, dir str
 	return nil
 }
 
-func joinFail(msg string, err error) error {
+// joinFailKind is the error of a failed suspend: of kind, unless bringing
+// the machine back failed too (err), which is internal.
+func joinFailKind(kind model.Kind, msg string, err error) error {
 	if err != nil {
 		return model.Errorf(model.KindInternal, "%s; then: %v", msg, err)
 	}
-	return model.Errorf(model.KindInternal, "%s; the machine is still started", msg)
+	return model.Errorf(kind, "%s; the machine is still started", msg)
+}
+
+// diskFull reports whether err says the disk is full: ENOSPC from this
+// process, or in the output of the runtime (runsc writes the image itself).
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left on device")
 }
