@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/runtime"
 	"github.com/torpor-dev/torpor/internal/snapshot"
 	"github.com/torpor-dev/torpor/internal/store"
 )
@@ -77,7 +78,7 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	m.fault("suspend/before-checkpoint", mc.ID)
 	checkpointBegin := time.Now()
 	if err := m.rt.Checkpoint(ctx, sandboxID(mc.ID), snap.Dir); err != nil {
-		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(r))
+		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(ctx, mc.ID, r))
 	}
 	checkpointed := time.Since(checkpointBegin)
 	m.fault("suspend/after-checkpoint", mc.ID)
@@ -104,8 +105,11 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	return err
 }
 
-// stillRunning reports whether the sandbox of run r has not exited.
-func (m *Manager) stillRunning(r *run) bool {
+// stillRunning reports whether the sandbox of run r has not exited: its
+// supervisor has not seen it exit within a moment, and the runtime says it
+// runs (the supervisor may take longer than that moment to notice a
+// sandbox killed from outside).
+func (m *Manager) stillRunning(ctx context.Context, id string, r *run) bool {
 	if r == nil {
 		return false
 	}
@@ -113,8 +117,9 @@ func (m *Manager) stillRunning(r *run) bool {
 	case <-r.done:
 		return false
 	case <-time.After(100 * time.Millisecond):
-		return true
 	}
+	st, err := m.rt.State(ctx, sandboxID(id))
+	return err == nil && st == runtime.StatusRunning
 }
 
 // suspendFailure is a suspend that failed after its pre_suspend hook (if
@@ -137,7 +142,8 @@ func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string
 	msg := fmt.Sprintf("suspend failed (%s): %v", step, cause)
 	kind := model.KindInternal
 	if diskFull(cause) {
-		msg = fmt.Sprintf("suspend failed (%s): disk full (ENOSPC) in %s: %v", step, filepath.Dir(snap.Dir), cause)
+		// Short: runsc's own words are long, repeated and in the log.
+		msg = fmt.Sprintf("suspend failed (%s): disk full (ENOSPC) in %s", step, filepath.Dir(snap.Dir))
 		kind = model.KindInsufficientStorage
 	}
 	joinFail := func(msg string, err error) error { return joinFailKind(kind, msg, err) }
