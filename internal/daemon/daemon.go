@@ -181,7 +181,7 @@ func listen(cfg Config) ([]net.Listener, error) {
 // killSandbox returns a sandboxKiller for the gVisor runtime.
 func killSandbox(rt *gvisor.Runtime) sandboxKiller {
 	return func(ctx context.Context, machineID string) (int, error) {
-		pid, err := rt.SandboxPID(ctx, "torpor-"+machineID)
+		pid, err := rt.SandboxPID(ctx, machine.SandboxID(machineID))
 		if err != nil || pid == 0 {
 			return pid, err
 		}

@@ -84,3 +84,7 @@ func (m *Manager) fault(point, id string) {
 		m.cfg.Fault(point, id)
 	}
 }
+
+// SandboxID is the runtime's name for the sandbox of machine id (crash
+// tests kill it).
+func SandboxID(machineID string) string { return sandboxID(machineID) }
