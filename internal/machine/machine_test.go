@@ -453,7 +453,7 @@ func TestCheckpointFailureLeavesStarted(t *testing.T) {
 	mc := e.create()
 	e.rt.Fail("checkpoint", errors.New("no space left on device"))
 	err := e.m.Suspend(context.Background(), "app", mc.ID)
-	if err == nil || !strings.Contains(err.Error(), "no space") {
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("suspend = %v", err)
 	}
 	e.wantState(mc.ID, model.StateStarted)
