@@ -308,6 +308,32 @@ func TestCrashMatrixKillDaemon(t *testing.T) {
 	}
 }
 
+// TestDaemonKilledMidCheckpoint kills the daemon while runsc checkpoint
+// runs: the runsc process outlives the daemon and may finish the image while
+// the new daemon recovers. Whatever wins, the machine must come to rest
+// with no half image and no double restore.
+func TestDaemonKilledMidCheckpoint(t *testing.T) {
+	r := newCrashRig(t)
+	for _, delay := range []time.Duration{10 * time.Millisecond, 40 * time.Millisecond, 120 * time.Millisecond} {
+		label := "kill -9 daemon " + delay.String() + " into the checkpoint"
+		r.prepare("suspend")
+		d := r.d
+		d.stop()
+		d.run("TORPOR_FAULT=suspend/before-checkpoint:kill+" + delay.String())
+		err := r.operate("suspend")
+		select {
+		case <-d.exited:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s: the daemon did not die (suspend: %v)", label, err)
+		}
+		d.run()
+		r.check(label)
+		st := d.get(r.id).State
+		r.followUp(label)
+		t.Logf("crash-matrix: suspend/before-checkpoint kill-daemon+%s runs 1 ok (then %s)", delay, st)
+	}
+}
+
 func TestSandboxKilled(t *testing.T) {
 	r := newCrashRig(t)
 	byName := map[string]machine.FaultPoint{}

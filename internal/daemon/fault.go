@@ -29,9 +29,9 @@ import (
 //	              daemon goes on (a runtime crash)
 //
 // @N fires the rule at the Nth time the point is reached (default 1); each
-// rule fires once. +DELAY (a Go duration, kill-sandbox only) kills the
-// sandbox that long after the point, while the operation goes on (e.g. during
-// a checkpoint).
+// rule fires once. +DELAY (a Go duration; kill and kill-sandbox) kills that
+// long after the point, while the operation goes on (e.g. during a
+// checkpoint).
 
 // faultExitCode is the exit status of a daemon stopped by the exit action.
 const faultExitCode = 75
@@ -94,8 +94,8 @@ func parseFaultRule(s string) (*faultRule, error) {
 		return nil, fmt.Errorf("unknown fault point %q", r.point)
 	case r.action != faultExit && r.action != faultKill && r.action != faultKillSandbox:
 		return nil, fmt.Errorf("action %q must be exit, kill or kill-sandbox", r.action)
-	case r.delay > 0 && r.action != faultKillSandbox:
-		return nil, fmt.Errorf("a delay only goes with kill-sandbox")
+	case r.delay > 0 && r.action == faultExit:
+		return nil, fmt.Errorf("a delay only goes with kill or kill-sandbox")
 	}
 	return r, nil
 }
@@ -132,6 +132,10 @@ func (r *faultRule) fire(machineID string, kill sandboxKiller, log *slog.Logger)
 	case faultExit:
 		os.Exit(faultExitCode)
 	case faultKill:
+		if r.delay > 0 { // die while the operation goes on (e.g. mid-checkpoint)
+			time.AfterFunc(r.delay, func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) })
+			return
+		}
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal is on its way
 	case faultKillSandbox:

@@ -26,7 +26,7 @@ func TestParseFaults(t *testing.T) {
 			t.Errorf("rule %d = %+v, want %+v", i, *r, want[i])
 		}
 	}
-	for _, bad := range []string{"no/such-point", "resume/after-claim:explode", "resume/after-claim@0", "resume/after-claim:kill+1s", "resume/after-claim+soon"} {
+	for _, bad := range []string{"no/such-point", "resume/after-claim:explode", "resume/after-claim@0", "resume/after-claim+soon", "resume/after-claim:exit+1s"} {
 		if _, err := parseFaults(bad); err == nil {
 			t.Errorf("parseFaults(%q) accepted", bad)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/runtime"
 	"github.com/torpor-dev/torpor/internal/runtime/fake"
 	"github.com/torpor-dev/torpor/internal/store"
 )
@@ -646,4 +647,29 @@ func TestSuspendDiskFullLeavesStarted(t *testing.T) {
 		t.Fatalf("partial snapshot left: %v", entries)
 	}
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
+}
+
+// A sandbox that vanishes while recovery adopts it (a checkpoint the dead
+// daemon started completes) must not leave the machine suspending.
+func TestRecoveryFailureNeverLeavesMachineMidOperation(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	e.m.cfg.Fault = func(p, _ string) {
+		if p == "suspend/after-freeze" {
+			panic(crash(p))
+		}
+	}
+	func() {
+		defer func() { recover() }()
+		e.m.Suspend(context.Background(), "app", mc.ID)
+	}()
+	e.m.cfg.Fault = nil
+	e.wantState(mc.ID, model.StateSuspending)
+	e.rt.Fail("signal-all", runtime.ErrNotFound) // the SIGCONT of the adoption
+	e.restart()
+	e.wantState(mc.ID, model.StateStopped)
+	if ev := e.lastEvent(mc.ID, "recover"); !strings.Contains(fmt.Sprint(ev.Request["reason"]), "recovery failed") {
+		t.Fatalf("recover event = %+v", ev)
+	}
+	e.start(mc.ID)
 }

@@ -48,7 +48,8 @@ func New(version string) *Runtime {
 	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}}
 }
 
-// Fail makes the next call of op ("boot", "checkpoint", "restore") fail with err.
+// Fail makes the next call of op ("boot", "checkpoint", "restore",
+// "signal-all") fail with err.
 func (r *Runtime) Fail(op string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -227,6 +228,9 @@ func (r *Runtime) SignalAll(ctx context.Context, id, signal string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("signal-all " + signal)
+	if err := r.takeFailure("signal-all"); err != nil {
+		return err
+	}
 	if s, ok := r.sandboxes[id]; !ok || s.stopped() {
 		return runtime.ErrNotFound
 	}
