@@ -118,8 +118,6 @@ type crashWorld struct {
 	fired  bool
 	// disarmed is set once the random operations are over.
 	disarmed bool
-	reach    map[string]bool // points reached in this run
-	killed   bool            // a kill-sandbox action found a running sandbox
 }
 
 // daemonProc is one daemon process: a manager, its store and its runtime
@@ -208,7 +206,7 @@ func (g gatedRuntime) Exec(ctx context.Context, id string, args []string) ([]byt
 func newCrashWorld(t *testing.T, seed int64) *crashWorld {
 	dir := fastTempDir(t)
 	w := &crashWorld{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), dir: dir,
-		rt: fake.New("v1"), image: filepath.Join(dir, "rootfs"), reach: map[string]bool{}}
+		rt: fake.New("v1"), image: filepath.Join(dir, "rootfs")}
 	if err := os.Mkdir(w.image, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +249,6 @@ func (w *crashWorld) boot(armed bool) {
 func (w *crashWorld) faultFunc(p *daemonProc, armed bool) func(point, id string) {
 	return func(point, id string) {
 		w.mu.Lock()
-		w.reach[point] = true
 		fire := false
 		if armed && !w.fired && !w.disarmed && point == w.point {
 			w.hits++
@@ -263,11 +260,7 @@ func (w *crashWorld) faultFunc(p *daemonProc, armed bool) func(point, id string)
 			return
 		}
 		if w.action == actKillSandbox {
-			if w.rt.Crash(sandboxID(id)) {
-				w.mu.Lock()
-				w.killed = true
-				w.mu.Unlock()
-			}
+			w.rt.Crash(sandboxID(id))
 			return
 		}
 		p.die()
