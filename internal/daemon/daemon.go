@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
@@ -44,13 +45,10 @@ type Config struct {
 	Proxy                proxy.Config
 	NoProxy              bool // run without the proxy
 	Logger               *slog.Logger
-	// Fault names a point where the daemon exits abruptly, for crash tests
-	// (TORPOR_FAULT); never set in production.
+	// Fault arms fault points for crash tests (TORPOR_FAULT, see fault.go);
+	// never set in production.
 	Fault string
 }
-
-// faultExitCode is the exit status of a daemon killed at a fault point.
-const faultExitCode = 75
 
 // Run runs the daemon until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -76,6 +74,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	faults, err := parseFaults(cfg.Fault)
+	if err != nil {
+		return err
+	}
 	var px atomic.Pointer[proxy.Proxy]
 	self := &machineRef{} // the in-machine API needs the manager it is given to
 	gapi := guestapi.New(self, log.With("component", "guestapi"))
@@ -93,7 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 		SuspendMemoryLimitMB: cfg.SuspendMemoryLimitMB,
 		SyncSnapshots:        cfg.SyncSnapshots,
 		Logger:               log,
-		Fault:                faultFunc(cfg.Fault, log),
+		Fault:                faultFunc(faults, killSandbox(rt), log),
 	}
 	if cfg.NetworkRange != "" {
 		if mcfg.Network, err = newNetwork(cfg); err != nil {
@@ -126,18 +128,6 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func faultFunc(point string, log *slog.Logger) func(string) {
-	if point == "" {
-		return nil
-	}
-	return func(p string) {
-		if p == point {
-			log.Error("fault point reached: exiting", "point", p)
-			os.Exit(faultExitCode)
-		}
-	}
-}
-
 // serve serves h on the configured listeners until ctx ends, then shuts
 // down gracefully.
 func serve(ctx context.Context, cfg Config, h http.Handler, log *slog.Logger) error {
@@ -162,6 +152,17 @@ func serve(ctx context.Context, cfg Config, h http.Handler, log *slog.Logger) er
 		return err
 	}
 	return nil
+}
+
+// killSandbox returns a sandboxKiller for the gVisor runtime.
+func killSandbox(rt *gvisor.Runtime) sandboxKiller {
+	return func(ctx context.Context, machineID string) (int, error) {
+		pid, err := rt.SandboxPID(ctx, machine.SandboxID(machineID))
+		if err != nil || pid == 0 {
+			return pid, err
+		}
+		return pid, syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // machineRef lets the in-machine API be built before the manager it uses.

@@ -100,7 +100,7 @@ func TestCrashBetweenClaimAndRestoreNeverRestores(t *testing.T) {
 	printed := len(d.counts(m.ID))
 
 	d.stop()
-	d.run("TORPOR_FAULT=after-claim")
+	d.run("TORPOR_FAULT=resume/after-claim")
 	if _, err := d.c.Start(ctx(t), d.app, m.ID); err == nil {
 		t.Fatal("start succeeded although the daemon was to die after the claim")
 	}
@@ -231,6 +231,16 @@ func TestUnusableSnapshotColdStartsWithReason(t *testing.T) {
 		reason string
 	}{
 		{"corrupt", func(t *testing.T, dir string) { flipByte(t, largestFile(t, dir)) }, "corrupt"},
+		{"truncated", func(t *testing.T, dir string) {
+			f := largestFile(t, dir)
+			info, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(f, info.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+		}, "does not match its checksum"},
 		{"missing", func(t *testing.T, dir string) { os.RemoveAll(dir) }, "missing"},
 	}
 	d := newDaemon(t)

@@ -32,6 +32,9 @@ func (m *Manager) machineLog(id string) (*logs.Log, error) {
 	if l, ok := m.logs[id]; ok {
 		return l, nil
 	}
+	if m.closed {
+		return nil, errManagerClosed
+	}
 	cfg := m.cfg.Logs
 	cfg.Logger = m.log.With("machine", id)
 	l, err := logs.Open(m.logDir(id), cfg)
@@ -66,6 +69,9 @@ func (m *Manager) ensureConsole(id string) error {
 	if _, ok := m.consoles[id]; ok {
 		return nil
 	}
+	if m.closed {
+		return errManagerClosed
+	}
 	path := m.consolePath(id)
 	if err := syscall.Mkfifo(path, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
@@ -86,6 +92,11 @@ func (m *Manager) ensureConsole(id string) error {
 	}()
 	return nil
 }
+
+// errManagerClosed refuses to open a console or log once Close has closed
+// them all: an operation still running at Close (a restart policy's cold
+// start) would otherwise leave them open, and the log's lock held.
+var errManagerClosed = errors.New("the machine manager is shutting down")
 
 // closeConsole stops draining the machine's console.
 func (m *Manager) closeConsole(id string) {

@@ -214,7 +214,9 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	if !clock.ok() {
 		m.log.Warn("machine clock off after resume", "machine", mc.ID, "skew", clock.skew, "uncertainty", clock.uncertainty)
 	}
+	m.fault("resume/after-clock", mc.ID)
 	m.thaw(ctx, mc, details)
+	m.fault("resume/after-thaw", mc.ID)
 	evs := m.postResume(ctx, mc, details)
 	m.resumeSignal(ctx, mc, details)
 	return evs

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/runtime"
 	"github.com/torpor-dev/torpor/internal/runtime/fake"
 	"github.com/torpor-dev/torpor/internal/store"
 )
@@ -204,7 +206,7 @@ type crash string
 
 func (e *env) crashAt(point string, op func() error) {
 	e.t.Helper()
-	e.m.cfg.Fault = func(p string) {
+	e.m.cfg.Fault = func(p, _ string) {
 		if p == point {
 			panic(crash(p))
 		}
@@ -222,7 +224,7 @@ func (e *env) crashAt(point string, op func() error) {
 }
 
 func TestCrashBetweenClaimAndRestoreNeverRestores(t *testing.T) {
-	for _, point := range []string{"after-claim-commit", "after-claim"} {
+	for _, point := range []string{"resume/after-commit-claim", "resume/after-claim"} {
 		t.Run(point, func(t *testing.T) {
 			e := newEnv(t)
 			mc := e.create()
@@ -251,7 +253,7 @@ func TestCrashDuringSuspend(t *testing.T) {
 	t.Run("after checkpoint, before seal: machine stopped", func(t *testing.T) {
 		e := newEnv(t)
 		mc := e.create()
-		e.crashAt("after-checkpoint", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+		e.crashAt("suspend/after-checkpoint", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
 		e.wantState(mc.ID, model.StateStopped)
 		if _, ok := e.snapshotRecord(mc.ID); ok {
 			t.Fatal("unsealed snapshot kept")
@@ -261,7 +263,7 @@ func TestCrashDuringSuspend(t *testing.T) {
 		e := newEnv(t)
 		mc := e.create()
 		e.rt.Tick(sandboxID(mc.ID), 5)
-		e.crashAt("after-seal", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+		e.crashAt("suspend/after-seal", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
 		e.wantState(mc.ID, model.StateSuspended)
 		if resp := e.start(mc.ID); !resp.FromSnapshot || e.rt.Counter(sandboxID(mc.ID)) != 5 {
 			t.Fatalf("resume after recovered suspend = %+v", resp)
@@ -272,7 +274,7 @@ func TestCrashDuringSuspend(t *testing.T) {
 func TestCrashWhileFrozenForCheckpointThawsOnRecovery(t *testing.T) {
 	e := newEnv(t)
 	mc := e.create()
-	e.crashAt("after-freeze", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
+	e.crashAt("suspend/after-freeze", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
 	e.wantState(mc.ID, model.StateStarted)
 	calls := e.rt.Calls()
 	if len(calls) == 0 || calls[len(calls)-1] != "signal-all SIGCONT" {
@@ -452,7 +454,7 @@ func TestCheckpointFailureLeavesStarted(t *testing.T) {
 	mc := e.create()
 	e.rt.Fail("checkpoint", errors.New("no space left on device"))
 	err := e.m.Suspend(context.Background(), "app", mc.ID)
-	if err == nil || !strings.Contains(err.Error(), "no space") {
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("suspend = %v", err)
 	}
 	e.wantState(mc.ID, model.StateStarted)
@@ -623,4 +625,51 @@ func TestInvalidConfigsNameTheField(t *testing.T) {
 	if ms, _ := e.m.List(context.Background(), "app"); len(ms) != 0 {
 		t.Fatalf("invalid creates left machines: %v", ms)
 	}
+}
+
+func TestSuspendDiskFullLeavesStarted(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	e.rt.Tick(sandboxID(mc.ID), 4)
+	e.rt.Fail("checkpoint", fmt.Errorf("write pages: %w", syscall.ENOSPC))
+	err := e.m.Suspend(context.Background(), "app", mc.ID)
+	if model.KindOf(err) != model.KindInsufficientStorage || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("suspend = %v (kind %v), want a 507 saying disk full", err, model.KindOf(err))
+	}
+	e.wantState(mc.ID, model.StateStarted)
+	if e.rt.Counter(sandboxID(mc.ID)) != 4 {
+		t.Fatal("the machine lost its memory")
+	}
+	if ev := e.lastEvent(mc.ID, "suspend"); !strings.Contains(fmt.Sprint(ev.Request["error"]), "ENOSPC") {
+		t.Fatalf("suspend event = %+v", ev)
+	}
+	if entries, _ := os.ReadDir(e.m.snapshotsDir(mc.ID)); len(entries) != 0 {
+		t.Fatalf("partial snapshot left: %v", entries)
+	}
+	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
+}
+
+// A sandbox that vanishes while recovery adopts it (a checkpoint the dead
+// daemon started completes) must not leave the machine suspending.
+func TestRecoveryFailureNeverLeavesMachineMidOperation(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	e.m.cfg.Fault = func(p, _ string) {
+		if p == "suspend/after-freeze" {
+			panic(crash(p))
+		}
+	}
+	func() {
+		defer func() { recover() }()
+		e.m.Suspend(context.Background(), "app", mc.ID)
+	}()
+	e.m.cfg.Fault = nil
+	e.wantState(mc.ID, model.StateSuspending)
+	e.rt.Fail("signal-all", runtime.ErrNotFound) // the SIGCONT of the adoption
+	e.restart()
+	e.wantState(mc.ID, model.StateStopped)
+	if ev := e.lastEvent(mc.ID, "recover"); !strings.Contains(fmt.Sprint(ev.Request["reason"]), "recovery failed") {
+		t.Fatalf("recover event = %+v", ev)
+	}
+	e.start(mc.ID)
 }

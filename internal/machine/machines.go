@@ -103,6 +103,7 @@ func (m *Manager) Update(ctx context.Context, app, id string, req model.UpdateMa
 	default:
 		return mc, model.Errorf(model.KindConflict, "machine %s is %s and cannot be updated now", id, prev)
 	}
+	m.fault("update/after-stop", id)
 	version := newID(6)
 	mc, err = m.commit(id, func(tx *store.Tx, rec *model.Machine) error {
 		if req.Name != "" && req.Name != rec.Name {
@@ -117,6 +118,7 @@ func (m *Manager) Update(ctx context.Context, app, id string, req model.UpdateMa
 	if err != nil || req.SkipLaunch || (prev != model.StateStarted && prev != model.StateSuspended) {
 		return mc, err
 	}
+	m.fault("update/after-commit-config", id)
 	return m.coldStart(ctx, mc, "")
 }
 

@@ -82,10 +82,10 @@ type Config struct {
 	// OnChange, if set, is called after every committed change of a machine
 	// (the proxy uses it to see new machines and states at once).
 	OnChange func()
-	// Fault, if set, is called at named points of an operation
-	// ("after-claim", "after-freeze", "after-checkpoint", "after-seal"); crash tests use it
-	// to kill the daemon exactly there.
-	Fault func(point string)
+	// Fault, if set, is called at every point of FaultPoints with the
+	// point's name and the machine's ID; crash tests use it to kill the
+	// daemon or the machine's sandbox exactly there. Nil in production.
+	Fault func(point, machineID string)
 }
 
 // Manager runs machines. It is safe for concurrent use.
@@ -241,13 +241,6 @@ func newID(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// fault marks a point where crash tests may kill the daemon.
-func (m *Manager) fault(point string) {
-	if m.cfg.Fault != nil {
-		m.cfg.Fault(point)
-	}
 }
 
 // detach returns a context for the work of an operation that holds its

@@ -2,6 +2,7 @@ package machine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/torpor-dev/torpor/internal/model"
@@ -42,6 +43,30 @@ func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
 		return err
 	}
 	defer unlock()
+	err = m.reconcile(ctx, mc)
+	if err != nil && !atRest(mc.State) && mc.State != model.StateDestroying {
+		// Never leave a machine in the middle of an operation nobody is
+		// running any more (a sandbox can vanish while it is adopted, e.g.
+		// when a checkpoint the dead daemon started completes): stop it.
+		if serr := m.recoverStopped(ctx, mc, "recovery failed: "+err.Error()); serr != nil {
+			return errors.Join(err, serr)
+		}
+	}
+	return err
+}
+
+// atRest reports whether no operation is in the middle of state s. A
+// destroying machine is not at rest, but a destroy can always be retried.
+func atRest(s model.State) bool {
+	switch s {
+	case model.StateCreated, model.StateStarted, model.StateStopped, model.StateSuspended, model.StateDestroyed:
+		return true
+	}
+	return false
+}
+
+// reconcile brings one machine in line with its sandbox.
+func (m *Manager) reconcile(ctx context.Context, mc model.Machine) error {
 	status, err := m.rt.State(ctx, sandboxID(mc.ID))
 	if err != nil {
 		return err
@@ -69,10 +94,15 @@ func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
 		return m.destroy(ctx, mc)
 	default: // created, stopped
 		if status != runtime.StatusAbsent {
-			return m.rt.Kill(ctx, sandboxID(mc.ID))
+			if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+				return err
+			}
 		}
+		// A machine that is not suspended owns no snapshot image: one left
+		// here is from a stop or update whose daemon died between
+		// discarding the record and deleting the image.
+		return m.discardSnapshotDirs(mc.ID)
 	}
-	return nil
 }
 
 // adopt takes a running sandbox back under supervision. Any snapshot of the

@@ -52,17 +52,21 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string
 	if err != nil {
 		return mc, err
 	}
+	m.fault("start/after-commit-starting", mc.ID)
 	if err := m.discardSnapshotDirs(mc.ID); err != nil {
 		return m.failStart(mc, "discard old snapshots", err)
 	}
+	m.fault("start/after-discard", mc.ID)
 	spec, err := m.prepare(ctx, mc)
 	if err != nil {
 		return m.failStart(mc, "prepare sandbox", err)
 	}
+	m.fault("start/after-prepare", mc.ID)
 	if err := m.rt.Boot(ctx, spec); err != nil {
 		return m.failStart(mc, "boot", err)
 	}
 	m.supervise(mc.ID)
+	m.fault("start/after-boot", mc.ID)
 	details := map[string]any{"from_snapshot": false, "boot_generation": mc.BootGeneration}
 	m.bootGeneration(ctx, mc, details)
 	details["duration_ms"] = time.Since(begin).Milliseconds()
@@ -70,7 +74,11 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string
 	if reason != "" {
 		typ, details["reason"] = "resume", reason
 	}
-	return m.commit(mc.ID, setState(model.StateStarted), event(typ, "started", model.SourceOf(ctx), details))
+	mc, err = m.commit(mc.ID, setState(model.StateStarted), event(typ, "started", model.SourceOf(ctx), details))
+	if err == nil {
+		m.fault("start/after-commit-started", mc.ID)
+	}
+	return mc, err
 }
 
 // failStart leaves a machine whose start failed stopped, and says why.
@@ -169,10 +177,12 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		_, cerr := m.coldStart(ctx, mc, err.Error())
 		return false, cerr
 	}
+	m.fault("resume/after-verify", mc.ID)
 	claimed := time.Now()
 	spec, err := m.prepare(ctx, mc)
 	prepared := time.Now()
 	if err == nil {
+		m.fault("resume/after-prepare", mc.ID)
 		err = m.rt.Restore(ctx, spec, dir)
 	}
 	if err != nil {
@@ -182,7 +192,9 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		return false, cerr
 	}
 	m.supervise(mc.ID)
+	m.fault("resume/after-restore", mc.ID)
 	snapshot.Remove(snap.Dir)
+	m.fault("resume/after-remove-image", mc.ID)
 	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
 		"restore_ms": time.Since(begin).Milliseconds(), "claim_verify_ms": claimed.Sub(begin).Milliseconds(),
 		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": time.Since(prepared).Milliseconds()}
@@ -194,6 +206,9 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		mc.State = model.StateStarted
 		return tx.DeleteSnapshot(mc.ID)
 	}, append([]model.Event{event("resume", "started", model.SourceOf(ctx), details)}, evs...)...)
+	if err == nil {
+		m.fault("resume/after-commit-started", mc.ID)
+	}
 	return true, err
 }
 
@@ -227,12 +242,12 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, error) {
 	case err != nil:
 		return snap, "", err
 	}
-	m.fault("after-claim-commit")
+	m.fault("resume/after-commit-claim", mc.ID)
 	dir, err := snapshot.Claim(snap.Dir)
 	if err != nil {
 		return snap, "", err
 	}
-	m.fault("after-claim")
+	m.fault("resume/after-claim", mc.ID)
 	if err := snapshot.Verify(dir, m.expectedSeal(mc, snap), snap.Checksum); err != nil {
 		snapshot.Remove(snap.Dir)
 		return snap, "", err
@@ -258,10 +273,9 @@ func (m *Manager) expectedSeal(mc model.Machine, snap model.Snapshot) snapshot.S
 	}
 }
 
-// discardSnapshotDirs deletes every snapshot image of the machine.
+// discardSnapshotDirs deletes every snapshot image of the machine. It
+// empties the snapshots directory rather than removing it, which works when
+// the directory is a mount point (dedicated snapshot storage).
 func (m *Manager) discardSnapshotDirs(id string) error {
-	if err := os.RemoveAll(m.snapshotsDir(id)); err != nil {
-		return err
-	}
-	return nil
+	return snapshot.RemoveExcept(m.snapshotsDir(id), "", false)
 }

@@ -39,6 +39,7 @@ func (m *Manager) stopRunning(ctx context.Context, mc model.Machine, req model.S
 	if _, err := m.commit(mc.ID, setState(model.StateStopping)); err != nil {
 		return err
 	}
+	m.fault("stop/after-commit-stopping", mc.ID)
 	r := m.currentRun(mc.ID)
 	m.endRun(mc.ID)
 	exited := false
@@ -50,14 +51,19 @@ func (m *Manager) stopRunning(ctx context.Context, mc model.Machine, req model.S
 		case <-ctx.Done():
 		}
 	}
+	m.fault("stop/after-signal", mc.ID)
 	if err := m.rt.Kill(context.Background(), sandboxID(mc.ID)); err != nil {
 		m.log.Warn("kill", "machine", mc.ID, "err", err)
 	}
+	m.fault("stop/after-kill", mc.ID)
 	details := map[string]any{"signal": signal, "exited_after_signal": exited}
 	if exited {
 		details["exit_code"] = r.status.Code
 	}
 	_, err := m.commit(mc.ID, setState(model.StateStopped), event("stop", "stopped", model.SourceOf(ctx), details))
+	if err == nil {
+		m.fault("stop/after-commit-stopped", mc.ID)
+	}
 	return err
 }
 
@@ -90,7 +96,12 @@ func (m *Manager) discardSuspended(ctx context.Context, mc model.Machine, state 
 	if err != nil {
 		return err
 	}
-	return m.discardSnapshotDirs(mc.ID)
+	m.fault("discard/after-commit", mc.ID)
+	if err := m.discardSnapshotDirs(mc.ID); err != nil {
+		return err
+	}
+	m.fault("discard/after-remove", mc.ID)
+	return nil
 }
 
 // Destroy removes a machine and everything it has on disk. A started machine
@@ -118,10 +129,12 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 	if err != nil {
 		return err
 	}
+	m.fault("destroy/after-commit-destroying", mc.ID)
 	m.endRun(mc.ID)
 	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
 		return err
 	}
+	m.fault("destroy/after-kill", mc.ID)
 	m.closeConsole(mc.ID)
 	m.closeLog(mc.ID)
 	if m.cfg.GuestAPI != nil {
@@ -138,9 +151,13 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 	if err := os.RemoveAll(m.machineDir(mc.ID)); err != nil {
 		return err
 	}
+	m.fault("destroy/after-remove", mc.ID)
 	_, err = m.commit(mc.ID, func(_ *store.Tx, rec *model.Machine) error {
 		rec.State, rec.PrivateIP = model.StateDestroyed, ""
 		return nil
 	}, event("destroy", "destroyed", model.SourceOf(ctx), nil))
+	if err == nil {
+		m.fault("destroy/after-commit-destroyed", mc.ID)
+	}
 	return err
 }

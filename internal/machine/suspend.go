@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/runtime"
 	"github.com/torpor-dev/torpor/internal/snapshot"
 	"github.com/torpor-dev/torpor/internal/store"
 )
@@ -50,10 +53,12 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	if err != nil {
 		return err
 	}
+	m.fault("suspend/after-commit-suspending", mc.ID)
 	pre, err := m.preSuspend(ctx, mc)
 	if err != nil {
 		return err
 	}
+	m.fault("suspend/after-pre-suspend", mc.ID)
 	// A fresh budget for the checkpoint, however long the hook took.
 	ctx, cancel := detach(ctx)
 	defer cancel()
@@ -61,20 +66,22 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	if err := os.MkdirAll(snap.Dir, 0o700); err != nil {
 		return m.failSuspend(ctx, f, "create snapshot directory", err, true)
 	}
+	m.fault("suspend/after-mkdir", mc.ID)
 	// Freeze every process for the checkpoint: the app then comes back
 	// stopped and only runs again once its clock is checked (afterRestore).
 	if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGSTOP"); err != nil {
 		return m.failSuspend(ctx, f, "freeze processes", err, true)
 	}
-	m.fault("after-freeze")
+	m.fault("suspend/after-freeze", mc.ID)
 	r := m.currentRun(mc.ID)
 	m.endRun(mc.ID) // the sandbox's exit is ours from here on
+	m.fault("suspend/before-checkpoint", mc.ID)
 	checkpointBegin := time.Now()
 	if err := m.rt.Checkpoint(ctx, sandboxID(mc.ID), snap.Dir); err != nil {
-		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(r))
+		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(ctx, mc.ID, r))
 	}
 	checkpointed := time.Since(checkpointBegin)
-	m.fault("after-checkpoint")
+	m.fault("suspend/after-checkpoint", mc.ID)
 	sealBegin := time.Now()
 	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap))
 	if err == nil && m.cfg.SyncSnapshots {
@@ -84,7 +91,7 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 		return m.failSuspend(ctx, f, "seal", err, false)
 	}
 	sealed := time.Since(sealBegin)
-	m.fault("after-seal")
+	m.fault("suspend/after-seal", mc.ID)
 	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
 	details := map[string]any{
 		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
@@ -98,6 +105,9 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 		rec.State = model.StateSuspended
 		return tx.PutSnapshot(snap)
 	}, event("suspend", "suspended", model.SourceOf(ctx), details))
+	if err == nil {
+		m.fault("suspend/after-commit-suspended", mc.ID)
+	}
 	if err == nil && !m.cfg.SyncSnapshots {
 		go m.flushSnapshot(snap.Dir)
 	}
@@ -113,8 +123,11 @@ func (m *Manager) flushSnapshot(dir string) {
 	}
 }
 
-// stillRunning reports whether the sandbox of run r has not exited.
-func (m *Manager) stillRunning(r *run) bool {
+// stillRunning reports whether the sandbox of run r has not exited: its
+// supervisor has not seen it exit within a moment, and the runtime says it
+// runs (the supervisor may take longer than that moment to notice a
+// sandbox killed from outside).
+func (m *Manager) stillRunning(ctx context.Context, id string, r *run) bool {
 	if r == nil {
 		return false
 	}
@@ -122,8 +135,9 @@ func (m *Manager) stillRunning(r *run) bool {
 	case <-r.done:
 		return false
 	case <-time.After(100 * time.Millisecond):
-		return true
 	}
+	st, err := m.rt.State(ctx, sandboxID(id))
+	return err == nil && st == runtime.StatusRunning
 }
 
 // suspendFailure is a suspend that failed after its pre_suspend hook (if
@@ -144,6 +158,13 @@ type suspendFailure struct {
 func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string, cause error, running bool) error {
 	mc, snap := f.mc, f.snap
 	msg := fmt.Sprintf("suspend failed (%s): %v", step, cause)
+	kind := model.KindInternal
+	if diskFull(cause) {
+		// Short: runsc's own words are long, repeated and in the log.
+		msg = fmt.Sprintf("suspend failed (%s): disk full (ENOSPC) in %s", step, filepath.Dir(snap.Dir))
+		kind = model.KindInsufficientStorage
+	}
+	joinFail := func(msg string, err error) error { return joinFailKind(kind, msg, err) }
 	m.log.Warn("suspend failed", "machine", mc.ID, "step", step, "err", cause)
 	if running {
 		m.supervise(mc.ID)
@@ -171,6 +192,7 @@ func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string
 
 // backToStarted records a failed suspend whose machine runs again.
 func (m *Manager) backToStarted(mc model.Machine, details map[string]any, evs []model.Event) error {
+	m.fault("suspend/failed-before-commit", mc.ID)
 	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateStarted
 		return tx.DeleteSnapshot(mc.ID)
@@ -204,9 +226,17 @@ func (m *Manager) restoreUnsealed(ctx context.Context, mc model.Machine, dir str
 	return nil
 }
 
-func joinFail(msg string, err error) error {
+// joinFailKind is the error of a failed suspend: of kind, unless bringing
+// the machine back failed too (err), which is internal.
+func joinFailKind(kind model.Kind, msg string, err error) error {
 	if err != nil {
 		return model.Errorf(model.KindInternal, "%s; then: %v", msg, err)
 	}
-	return model.Errorf(model.KindInternal, "%s; the machine is still started", msg)
+	return model.Errorf(kind, "%s; the machine is still started", msg)
+}
+
+// diskFull reports whether err says the disk is full: ENOSPC from this
+// process, or in the output of the runtime (runsc writes the image itself).
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left on device")
 }

@@ -18,6 +18,9 @@ const (
 	KindPrecondition             // 412: the machine is not eligible (e.g. for suspend)
 	KindTimeout                  // 408: wait timed out
 	KindUnavailable              // 503
+	// KindInsufficientStorage (507): the host ran out of disk space for
+	// the operation (e.g. a snapshot); nothing is wrong with the request.
+	KindInsufficientStorage
 )
 
 // Error is an error with a Kind.
@@ -60,6 +63,8 @@ func (k Kind) HTTPStatus() int {
 		return http.StatusRequestTimeout
 	case KindUnavailable:
 		return http.StatusServiceUnavailable
+	case KindInsufficientStorage:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

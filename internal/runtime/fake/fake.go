@@ -48,7 +48,8 @@ func New(version string) *Runtime {
 	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}}
 }
 
-// Fail makes the next call of op ("boot", "checkpoint", "restore") fail with err.
+// Fail makes the next call of op ("boot", "checkpoint", "restore",
+// "signal-all") fail with err.
 func (r *Runtime) Fail(op string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -116,6 +117,46 @@ func (r *Runtime) Spec(id string) (runtime.Spec, bool) {
 	return s.Spec, true
 }
 
+// Crash kills a sandbox's processes from outside, as a SIGKILL of runsc's
+// sandbox process would: it stops (Wait reports SIGKILL) but stays known to
+// the runtime, stopped, until killed (deleted). It reports whether a running
+// sandbox was there.
+func (r *Runtime) Crash(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sandboxes[id]
+	if !ok || s.stopped() {
+		return false
+	}
+	r.record("crash")
+	r.stop(s, runtime.ExitStatus{Signal: "SIGKILL"})
+	return true
+}
+
+// stopped reports whether the sandbox's process has exited.
+func (s *Sandbox) stopped() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// RestoreCounts returns how many times each image was restored, keyed by
+// the image's name: the base name of its directory without a ".claimed"
+// suffix (a snapshot ID), so a claimed and an unclaimed path of one image
+// count together.
+func (r *Runtime) RestoreCounts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := map[string]int{}
+	for _, dir := range r.Restores {
+		n[strings.TrimSuffix(filepath.Base(dir), ".claimed")]++
+	}
+	return n
+}
+
 // Exit makes a sandbox's process exit on its own with code.
 func (r *Runtime) Exit(id string, code int) {
 	r.mu.Lock()
@@ -146,6 +187,9 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	if !ok {
 		return runtime.ErrNotFound
 	}
+	if s.stopped() {
+		return fmt.Errorf("checkpoint %s: sandbox is not running", id)
+	}
 	data := []byte(strconv.Itoa(s.Counter))
 	if err := os.WriteFile(filepath.Join(imageDir, "checkpoint.img"), data, 0o600); err != nil {
 		return err
@@ -164,6 +208,9 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir strin
 	if err := r.takeFailure("restore"); err != nil {
 		return err
 	}
+	if _, ok := r.sandboxes[spec.ID]; ok {
+		return fmt.Errorf("sandbox %s exists", spec.ID)
+	}
 	data, err := os.ReadFile(filepath.Join(imageDir, "checkpoint.img"))
 	if err != nil {
 		return err
@@ -181,7 +228,10 @@ func (r *Runtime) SignalAll(ctx context.Context, id, signal string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("signal-all " + signal)
-	if _, ok := r.sandboxes[id]; !ok {
+	if err := r.takeFailure("signal-all"); err != nil {
+		return err
+	}
+	if s, ok := r.sandboxes[id]; !ok || s.stopped() {
 		return runtime.ErrNotFound
 	}
 	return nil
@@ -195,7 +245,7 @@ func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 	defer r.mu.Unlock()
 	r.record("signal " + signal)
 	s, ok := r.sandboxes[id]
-	if !ok {
+	if !ok || s.stopped() {
 		return runtime.ErrNotFound
 	}
 	switch signal {

@@ -236,3 +236,14 @@ func (w *pidWatch) Close() {
 		w.fd = -1
 	}
 }
+
+// SandboxPID returns the host PID of the sandbox process of id (0 if the
+// sandbox does not exist or has stopped). Crash tests kill it to simulate
+// a runtime crash.
+func (r *Runtime) SandboxPID(ctx context.Context, id string) (int, error) {
+	st, err := r.state(ctx, id)
+	if err != nil || st == nil || st.Status == string(runtime.StatusStopped) || st.Pid <= 0 {
+		return 0, err
+	}
+	return st.Pid, nil
+}
