@@ -673,3 +673,44 @@ func TestRecoveryFailureNeverLeavesMachineMidOperation(t *testing.T) {
 	}
 	e.start(mc.ID)
 }
+
+// A daemon that dies after restoring a sandbox but before the image files'
+// check finished must not let the restarted daemon thaw that sandbox
+// unchecked: recovery finishes the check, and a corrupt image stops the
+// machine instead of adopting it.
+func TestRecoveryChecksImageRestoredUnverified(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
+	snap, _ := e.snapshotRecord(mc.ID)
+	// Corrupt the image so that the fake runtime still restores it (its
+	// image is the app's counter), as runsc would restore flipped page bits.
+	if err := os.WriteFile(filepath.Join(snap.Dir, "checkpoint.img"), []byte("999"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	crash := errors.New("crash")
+	e.cfg.Fault = func(point, id string) {
+		if point == "resume/after-restore" {
+			panic(crash)
+		}
+	}
+	e.restart()
+	func() {
+		defer func() {
+			if r := recover(); r != crash {
+				t.Fatalf("start did not reach resume/after-restore (recovered %v); events: %+v", r, e.lastEvent(mc.ID, "resume"))
+			}
+		}()
+		e.m.Start(context.Background(), "app", mc.ID)
+	}()
+	e.cfg.Fault = nil
+	e.restart() // the old manager's Close only lets go of logs and locks; sandboxes stay
+
+
+	e.wantState(mc.ID, model.StateStopped)
+	ev := e.lastEvent(mc.ID, "recover")
+	if !strings.Contains(fmt.Sprint(ev.Request["reason"]), "failed its check") {
+		t.Fatalf("recover event = %+v, want the failed check as reason", ev)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/runtime"
@@ -120,6 +121,9 @@ func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
 	if _, err := m.listenGuestAPI(mc); err != nil {
 		return err
 	}
+	if err := m.checkRestoredImage(mc); err != nil {
+		return m.recoverStopped(ctx, mc, "restored from a snapshot that failed its check: "+err.Error())
+	}
 	if mc.State == model.StateStarting || mc.State == model.StateSuspending {
 		// The daemon may have died with the app frozen for a checkpoint
 		// or a clock check; continuing running processes is harmless.
@@ -136,6 +140,29 @@ func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
 		return err
 	}
 	return m.discardSnapshotDirs(mc.ID)
+}
+
+// checkRestoredImage finishes the check of the image a starting machine's
+// sandbox was restored from, if the daemon died before it had (resume checks
+// the files while the restore runs and deletes the image once they pass).
+func (m *Manager) checkRestoredImage(mc model.Machine) error {
+	if mc.State != model.StateStarting {
+		return nil
+	}
+	var snap model.Snapshot
+	var ok bool
+	err := m.store.View(func(tx *store.Tx) (err error) {
+		snap, ok, err = tx.Snapshot(mc.ID)
+		return err
+	})
+	if err != nil || !ok || snap.State != model.SnapshotClaimed {
+		return err
+	}
+	dir := snapshot.ClaimedDir(snap.Dir)
+	if _, err := os.Stat(dir); err != nil {
+		return nil // checked and deleted, or never claimed on disk
+	}
+	return snapshot.Verify(dir, m.expectedSeal(mc, snap), snap.Checksum)
 }
 
 // recoverStopped cleans up a machine whose sandbox is gone and leaves it stopped.

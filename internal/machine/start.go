@@ -172,32 +172,42 @@ func (m *Manager) environ(mc model.Machine) []string {
 // records why. It reports whether the machine was resumed from the snapshot.
 func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	begin := time.Now()
-	snap, dir, err := m.claim(mc)
+	snap, dir, seal, err := m.claim(mc)
 	if err != nil {
 		_, cerr := m.coldStart(ctx, mc, err.Error())
 		return false, cerr
 	}
-	m.fault("resume/after-verify", mc.ID)
 	claimed := time.Now()
+	// The image files are checked while the sandbox is restored from them:
+	// the app stays frozen until afterRestore, so nothing runs on what the
+	// check has not passed yet, and a mismatch throws the sandbox away.
+	verified := make(chan error, 1)
+	go func() { verified <- snapshot.VerifyFiles(dir, seal) }()
 	spec, err := m.prepare(ctx, mc)
 	prepared := time.Now()
 	if err == nil {
 		m.fault("resume/after-prepare", mc.ID)
 		err = m.rt.Restore(ctx, spec, dir)
 	}
-	if err != nil {
-		m.rt.Kill(context.Background(), sandboxID(mc.ID))
-		snapshot.Remove(snap.Dir)
-		_, cerr := m.coldStart(ctx, mc, "restore failed: "+err.Error())
-		return false, cerr
+	restored := time.Now()
+	if err == nil {
+		m.fault("resume/after-restore", mc.ID)
+	}
+	verr := <-verified
+	switch {
+	case verr != nil:
+		return false, m.abandonRestore(ctx, mc, snap, verr.Error())
+	case err != nil:
+		return false, m.abandonRestore(ctx, mc, snap, "restore failed: "+err.Error())
 	}
 	m.supervise(mc.ID)
-	m.fault("resume/after-restore", mc.ID)
+	m.fault("resume/after-verify", mc.ID)
 	snapshot.Remove(snap.Dir)
 	m.fault("resume/after-remove-image", mc.ID)
 	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
-		"restore_ms": time.Since(begin).Milliseconds(), "claim_verify_ms": claimed.Sub(begin).Milliseconds(),
-		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": time.Since(prepared).Milliseconds()}
+		"restore_ms": time.Since(begin).Milliseconds(), "claim_ms": claimed.Sub(begin).Milliseconds(),
+		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": restored.Sub(prepared).Milliseconds(),
+		"verify_wait_ms": time.Since(restored).Milliseconds()}
 	// The machine stays starting until the app has been told it was
 	// resumed (post_resume may have to make it ready, e.g. reload a model).
 	evs := m.afterRestore(ctx, mc, snap, details)
@@ -212,12 +222,23 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	return true, err
 }
 
+// abandonRestore throws away a restore that must not go on (the image
+// failed its check, or the restore itself failed) and cold-starts the
+// machine instead, giving reason.
+func (m *Manager) abandonRestore(ctx context.Context, mc model.Machine, snap model.Snapshot, reason string) error {
+	m.rt.Kill(context.Background(), sandboxID(mc.ID))
+	snapshot.Remove(snap.Dir)
+	_, err := m.coldStart(ctx, mc, reason)
+	return err
+}
+
 // claim takes the machine's snapshot for restore, at most once (invariant
 // 2): the claim is committed in the store, then the image directory is
-// renamed, then its seal and checksums are verified. Whatever happens after,
-// the snapshot is never claimed again. The error says why the snapshot
-// cannot be used (invariant 5); the machine is then left starting.
-func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, error) {
+// renamed, then its seal is verified (the files' checksums are the
+// caller's to check, with the seal returned). Whatever happens after, the
+// snapshot is never claimed again. The error says why the snapshot cannot
+// be used (invariant 5); the machine is then left starting.
+func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal, error) {
 	var snap model.Snapshot
 	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
 		rec.State = model.StateStarting
@@ -235,24 +256,25 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, error) {
 	switch {
 	case errors.Is(err, errNoSnapshot):
 		m.commit(mc.ID, setState(model.StateStarting))
-		return snap, "", errors.New("snapshot missing: no snapshot record")
+		return snap, "", snapshot.Seal{}, errors.New("snapshot missing: no snapshot record")
 	case errors.Is(err, errUnusable):
 		m.commit(mc.ID, setState(model.StateStarting))
-		return snap, "", fmt.Errorf("snapshot already claimed or unsealed: %v", err)
+		return snap, "", snapshot.Seal{}, fmt.Errorf("snapshot already claimed or unsealed: %v", err)
 	case err != nil:
-		return snap, "", err
+		return snap, "", snapshot.Seal{}, err
 	}
 	m.fault("resume/after-commit-claim", mc.ID)
 	dir, err := snapshot.Claim(snap.Dir)
 	if err != nil {
-		return snap, "", err
+		return snap, "", snapshot.Seal{}, err
 	}
 	m.fault("resume/after-claim", mc.ID)
-	if err := snapshot.Verify(dir, m.expectedSeal(mc, snap), snap.Checksum); err != nil {
+	seal, err := snapshot.VerifySeal(dir, m.expectedSeal(mc, snap), snap.Checksum)
+	if err != nil {
 		snapshot.Remove(snap.Dir)
-		return snap, "", err
+		return snap, "", seal, err
 	}
-	return snap, dir, nil
+	return snap, dir, seal, nil
 }
 
 var (

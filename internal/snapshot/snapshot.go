@@ -276,12 +276,15 @@ func checksumFile(path, want string) (string, int64, error) {
 	return format(h.Sum(nil)), n, nil
 }
 
+// ClaimedDir is where Claim moves the image in dir.
+func ClaimedDir(dir string) string { return dir + claimedSuffix }
+
 // Claim marks the image in dir as claimed by renaming it, and returns the new
 // path. The rename is atomic: of two claims of one directory, one fails. It
 // is not flushed: the claim that counts across a crash of the host is the
 // one the caller committed to its store before calling Claim.
 func Claim(dir string) (string, error) {
-	claimed := dir + claimedSuffix
+	claimed := ClaimedDir(dir)
 	if err := os.Rename(dir, claimed); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("%w: %s", ErrMissing, dir)
