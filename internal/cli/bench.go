@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torpor-dev/torpor/internal/bench"
+)
+
+// benchInits are the init costs --init can name.
+var benchInits = map[string]bench.Init{
+	"light": {Name: "light", Target: "~0.1 s", Rounds: 0},
+	"heavy": {Name: "heavy", Target: "~2 s"},
+}
+
+func newBenchCmd(g *globals) *cobra.Command {
+	cfg := bench.Config{}
+	var inits []string
+	var heavyRounds int
+	var quick bool
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure cold start vs suspend and resume on the real runtime",
+		Long: `Measure, on the real runtime, a Python HTTP app's cold start to its first HTTP
+byte, its suspend (time and snapshot size on disk) and its resume to the first
+byte, for apps with a light (~0.1 s) or heavy (~2 s) init and 64, 256 or
+1024 MiB resident. Each metric is reported as p50 / p95 over --runs runs, with
+the cold/resume ratio and the resume's own breakdown, as a Markdown table on
+stdout and, under --out, <UTC time>.md, latest.md, the raw samples as JSON and
+a chart, latest.png.
+
+By default it runs its own daemon in-process (root, runsc, a network range not
+used by another daemon) in a temporary directory; with --socket it drives a
+running daemon instead. Everything it creates is removed when it ends. It takes
+several minutes for the whole matrix; --quick measures one small scenario twice.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if quick {
+				inits, cfg.ResidentMB, cfg.Runs = []string{"light"}, []int{64}, 2
+			}
+			var err error
+			if cfg.Inits, err = parseInits(inits, heavyRounds); err != nil {
+				return err
+			}
+			if cfg.API != "" {
+				cfg.Token = firstSet(g.token, os.Getenv("TORPOR_TOKEN"))
+			}
+			if cfg.App == "" {
+				cfg.App = fmt.Sprintf("bench-%d", os.Getpid())
+			}
+			cfg.Out, cfg.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			_, err = bench.Run(cmd.Context(), cfg)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.API, "socket", "", "drive the daemon at this API address (a Unix socket path or an --api address) instead of running one in-process")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "with --socket: that daemon's data dir, to measure snapshot files (default: the size its suspend event reports)")
+	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary (in-process daemon; its version is reported)")
+	f.StringVar(&cfg.NetworkRange, "network-range", "10.212.0.0/16", "private range for the in-process daemon's machines (keep it apart from other daemons')")
+	f.StringVar(&cfg.Image, "image", "/var/cache/torpor/rootfs/bookworm-python", "root filesystem with python3")
+	f.StringVar(&cfg.App, "app", "", "app to create for the benchmark (default bench-PID)")
+	f.StringSliceVar(&inits, "init", []string{"light", "heavy"}, "init costs to measure: light (~0.1 s), heavy (~2 s)")
+	f.IntVar(&heavyRounds, "heavy-rounds", 30, "the heavy app's JSON load-and-index rounds (tunes its init to ~2 s on the reference host)")
+	f.IntSliceVar(&cfg.ResidentMB, "memory", []int{64, 256, 1024}, "resident memory sizes to measure, MiB")
+	f.IntVar(&cfg.GuestSlackMB, "guest-slack", 256, "guest.memory_mb is the resident size plus this")
+	f.IntVar(&cfg.CPUs, "cpus", 1, "guest.cpus of the machines")
+	f.IntVar(&cfg.Runs, "runs", 10, "runs per scenario")
+	f.DurationVar(&cfg.PollInterval, "poll-interval", bench.DefaultPollInterval, "how often to retry the app until it answers")
+	f.StringVar(&cfg.OutDir, "out", filepath.Join("bench", "results"), "directory for the result files (empty: print only)")
+	f.BoolVar(&quick, "quick", false, "measure one scenario (light, 64 MiB) twice: proves the benchmark works, measures little")
+	return cmd
+}
+
+// parseInits maps --init names to init costs.
+func parseInits(names []string, heavyRounds int) ([]bench.Init, error) {
+	if heavyRounds < 1 {
+		return nil, fmt.Errorf("--heavy-rounds must be at least 1, got %d", heavyRounds)
+	}
+	var out []bench.Init
+	for _, n := range names {
+		in, ok := benchInits[strings.TrimSpace(n)]
+		if !ok {
+			return nil, fmt.Errorf("--init: unknown init cost %q (want light or heavy)", n)
+		}
+		if in.Name == "heavy" {
+			in.Rounds = heavyRounds
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
