@@ -2,12 +2,15 @@
 cost and a chosen resident memory size.
 
 Environment:
-  INIT_ROUNDS  0 for a light app (interpreter start and http.server only).
-               N > 0 for a heavy app: import HEAVY_MODULES (about 70 stdlib
+  INIT_SECONDS 0 for a light app (interpreter start and http.server only).
+               S > 0 for a heavy app: import HEAVY_MODULES (about 80 stdlib
                modules), build a 20,000-record index (dicts, strings,
-               sha256 digests), then N times serialize it to JSON, parse it
-               back and re-index it, as an app loading and indexing its data
-               at start would. The index stays in memory.
+               sha256 digests), then serialize it to JSON, parse it back and
+               re-index it, as an app loading and indexing its data at start
+               would, again and again until S seconds have passed since the
+               script started (at least once). The init thus takes S seconds
+               (or longer if the imports alone take longer) whatever the
+               host's speed and load. The index stays in memory.
   RESIDENT_MB  the process's resident set to reach once initialized: the
                app reads its RSS (/proc/self/statm) and fills a ballast
                bytearray with the difference. The ballast holds one 1 MiB
@@ -43,8 +46,8 @@ xmlrpc.client zipfile zoneinfo
 INDEX_RECORDS = 20_000
 
 
-def heavy_init(rounds):
-    """Imports HEAVY_MODULES and builds the index; returns it."""
+def heavy_init(seconds):
+    """Imports HEAVY_MODULES and builds the index for about seconds; returns it."""
     import importlib
     for name in HEAVY_MODULES:
         importlib.import_module(name)
@@ -52,10 +55,11 @@ def heavy_init(rounds):
     import json
     records = [{"id": i, "name": f"item-{i}", "digest": hashlib.sha256(str(i).encode()).hexdigest()[:16],
                 "tags": [i % 7, i % 11]} for i in range(INDEX_RECORDS)]
-    for _ in range(rounds):
+    while True:
         records = json.loads(json.dumps(records))
         index = {r["name"]: r for r in records}
-    return index
+        if time.time() - STARTED >= seconds:
+            return index
 
 
 def rss_bytes():
@@ -73,8 +77,8 @@ def fill_ballast(resident_mb):
     return block, ballast
 
 
-ROUNDS = int(os.environ.get("INIT_ROUNDS", "0"))
-INDEX = heavy_init(ROUNDS) if ROUNDS > 0 else {}
+INIT_SECONDS = float(os.environ.get("INIT_SECONDS", "0"))
+INDEX = heavy_init(INIT_SECONDS) if INIT_SECONDS > 0 else {}
 
 import http.server  # noqa: E402 (what every variant imports to serve)
 import json  # noqa: E402
@@ -89,7 +93,7 @@ def verify():
     view = memoryview(BALLAST)
     bad = sum(1 for off in range(0, len(BALLAST), MIB) if view[off:off + MIB] != BLOCK)
     return {"ballast_mb": len(BALLAST) // MIB, "bad_blocks": bad,
-            "index_ok": len(INDEX) == (INDEX_RECORDS if ROUNDS > 0 else 0)}
+            "index_ok": len(INDEX) == (INDEX_RECORDS if INIT_SECONDS > 0 else 0)}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

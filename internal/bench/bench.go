@@ -21,7 +21,9 @@ var AppSource string
 type Init struct {
 	Name   string `json:"name"`   // as the flag and the tables name it
 	Target string `json:"target"` // the init time it stands for, e.g. "~2 s"
-	Rounds int    `json:"rounds"` // the app's INIT_ROUNDS (0: light)
+	// Seconds is the app's INIT_SECONDS: 0 for a light app, else how long
+	// its heavy init (imports, loading and indexing data) runs.
+	Seconds float64 `json:"seconds"`
 }
 
 // Scenario is one cell of the matrix: an init cost and a resident size.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/daemon"
 )
@@ -96,8 +98,15 @@ func (d *localDaemon) stop(progressOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("in-process daemon: %w\n%s", err, d.logTail())
 	}
+	// runsc bind-mounts an empty network namespace at <root>/null-netns.
+	if err := unix.Unmount(filepath.Join(d.dataDir, "runsc", "null-netns"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount runsc's null-netns: %w", err)
+	}
+	if err := os.RemoveAll(d.dir); err != nil {
+		return err
+	}
 	fmt.Fprintf(progressOut, "stopped the in-process daemon, removed %s\n", d.dir)
-	return os.RemoveAll(d.dir)
+	return nil
 }
 
 // logTail is the end of the daemon's log, for error messages.

@@ -162,7 +162,7 @@ func targets(b *strings.Builder, res *Result) {
 			lines = append(lines, goal(name+": resume p50 ≤ 100 ms", fmt.Sprintf("%.0f ms", resume), resume <= 100),
 				goal(name+": suspend p50 ≤ 150 ms", fmt.Sprintf("%.0f ms", suspend), suspend <= 150))
 		}
-		if sr.Init.Rounds > 0 {
+		if sr.Init.Seconds > 0 {
 			lines = append(lines, goal(name+": cold / resume ≥ 10×", ratio(cold, resume), cold >= 10*resume))
 		}
 	}

@@ -91,7 +91,7 @@ func machineConfig(cfg Config, s Scenario) model.MachineConfig {
 	return model.MachineConfig{
 		Image: cfg.Image,
 		Init:  model.InitConfig{Exec: []string{"python3", "-c", AppSource}},
-		Env:   map[string]string{"INIT_ROUNDS": fmt.Sprint(s.Init.Rounds), "RESIDENT_MB": fmt.Sprint(s.ResidentMB), "PORT": appPort},
+		Env:   map[string]string{"INIT_SECONDS": fmt.Sprint(s.Init.Seconds), "RESIDENT_MB": fmt.Sprint(s.ResidentMB), "PORT": appPort},
 		Guest: model.Guest{CPUs: cfg.CPUs, MemoryMB: s.GuestMB},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,14 +14,14 @@ import (
 
 // benchInits are the init costs --init can name.
 var benchInits = map[string]bench.Init{
-	"light": {Name: "light", Target: "~0.1 s", Rounds: 0},
-	"heavy": {Name: "heavy", Target: "~2 s"},
+	"light": {Name: "light", Target: "~0.1 s"},
+	"heavy": {Name: "heavy"},
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
 	cfg := bench.Config{}
 	var inits []string
-	var heavyRounds int
+	var heavyInit time.Duration
 	var quick bool
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -43,7 +44,7 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 				inits, cfg.ResidentMB, cfg.Runs = []string{"light"}, []int{64}, 2
 			}
 			var err error
-			if cfg.Inits, err = parseInits(inits, heavyRounds); err != nil {
+			if cfg.Inits, err = parseInits(inits, heavyInit); err != nil {
 				return err
 			}
 			if cfg.API != "" {
@@ -65,7 +66,7 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 	f.StringVar(&cfg.Image, "image", "/var/cache/torpor/rootfs/bookworm-python", "root filesystem with python3")
 	f.StringVar(&cfg.App, "app", "", "app to create for the benchmark (default bench-PID)")
 	f.StringSliceVar(&inits, "init", []string{"light", "heavy"}, "init costs to measure: light (~0.1 s), heavy (~2 s)")
-	f.IntVar(&heavyRounds, "heavy-rounds", 30, "the heavy app's JSON load-and-index rounds (tunes its init to ~2 s on the reference host)")
+	f.DurationVar(&heavyInit, "heavy-init", 2*time.Second, "how long the heavy app's init (imports, loading and indexing data) runs")
 	f.IntSliceVar(&cfg.ResidentMB, "memory", []int{64, 256, 1024}, "resident memory sizes to measure, MiB")
 	f.IntVar(&cfg.GuestSlackMB, "guest-slack", 256, "guest.memory_mb is the resident size plus this")
 	f.IntVar(&cfg.CPUs, "cpus", 1, "guest.cpus of the machines")
@@ -77,9 +78,9 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 }
 
 // parseInits maps --init names to init costs.
-func parseInits(names []string, heavyRounds int) ([]bench.Init, error) {
-	if heavyRounds < 1 {
-		return nil, fmt.Errorf("--heavy-rounds must be at least 1, got %d", heavyRounds)
+func parseInits(names []string, heavyInit time.Duration) ([]bench.Init, error) {
+	if heavyInit < 100*time.Millisecond {
+		return nil, fmt.Errorf("--heavy-init must be at least 100ms, got %s", heavyInit)
 	}
 	var out []bench.Init
 	for _, n := range names {
@@ -88,7 +89,8 @@ func parseInits(names []string, heavyRounds int) ([]bench.Init, error) {
 			return nil, fmt.Errorf("--init: unknown init cost %q (want light or heavy)", n)
 		}
 		if in.Name == "heavy" {
-			in.Rounds = heavyRounds
+			in.Seconds = heavyInit.Seconds()
+			in.Target = fmt.Sprintf("~%g s", in.Seconds)
 		}
 		out = append(out, in)
 	}
