@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,26 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	res.Finished = time.Now().UTC()
 	res.Host.LoadEnd = loadAverage()
 	return res, report(cfg, res)
+}
+
+// Rerender prints the report of a saved result (a results JSON file) and
+// writes its files again, e.g. after the report's format changed.
+func Rerender(cfg Config, path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(res.Scenarios) == 0 {
+		return fmt.Errorf("%s: no scenarios", path)
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	return report(cfg, &res)
 }
 
 // report prints the Markdown report and writes the result files.

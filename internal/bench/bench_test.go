@@ -152,7 +152,7 @@ func sampleResult() *Result {
 	}
 	return &Result{
 		Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Runs: 2, PollInterval: "2ms",
-		Host: HostInfo{CPU: "Test CPU", Cores: 2, Kernel: "6.1", Runsc: "runsc test"},
+		Host: HostInfo{CPU: "Test CPU", Cores: 2, Kernel: "6.1", Runsc: "runsc version test"},
 		Scenarios: []ScenarioResult{
 			{Scenario: Scenario{Init: heavy, ResidentMB: 64, GuestMB: 320}, Samples: []Sample{mk(2500, 90), mk(2600, 110)}, Verified: "ok"},
 			{Scenario: Scenario{Init: heavy, ResidentMB: 256, GuestMB: 512}, Samples: []Sample{mk(3000, 400), mk(3100, 500)}},
@@ -163,7 +163,7 @@ func sampleResult() *Result {
 func TestMarkdownReportsPercentilesAndRatio(t *testing.T) {
 	md := Markdown(sampleResult())
 	for _, want := range []string{
-		"Host: Test CPU, 2 cores, Linux 6.1; runsc runsc test",
+		"Host: Test CPU, 2 cores, Linux 6.1; runsc version test;",
 		"| ~2 s | 64 MiB (RSS 64) | 2.00 (+0.10) | 2500 / 2600 | 120 / 120 | 50 / 50 | 90 / 110 | 27.8× |",
 		"| ~2 s | 256 MiB (RSS 64) | 2.00 (+0.10) | 3000 / 3100 | 120 / 120 | 50 / 50 | 400 / 500 | 7.5× |",
 		"resume p50 ≤ 100 ms: 90 ms (met)",
@@ -208,5 +208,25 @@ func TestWriteFilesWritesReportDataAndChart(t *testing.T) {
 	defer f.Close()
 	if _, err := png.Decode(f); err != nil {
 		t.Errorf("latest.png: %v", err)
+	}
+}
+
+func TestRerenderRewritesFromSavedResult(t *testing.T) {
+	res := sampleResult()
+	raw, _ := json.Marshal(res)
+	saved := filepath.Join(t.TempDir(), "saved.json")
+	os.WriteFile(saved, raw, 0o600)
+	out := t.TempDir()
+	var printed strings.Builder
+	if err := Rerender(Config{OutDir: out, Out: &printed}, saved); err != nil {
+		t.Fatal(err)
+	}
+	latest, _ := os.ReadFile(filepath.Join(out, "latest.md"))
+	if want := Markdown(res); printed.String() != want || string(latest) != want {
+		t.Errorf("rerendered report differs:\n%s", printed.String())
+	}
+	os.WriteFile(saved, []byte(`{"runs": 1}`), 0o600)
+	if err := Rerender(Config{}, saved); err == nil || !strings.Contains(err.Error(), "no scenarios") {
+		t.Errorf("empty result: %v", err)
 	}
 }

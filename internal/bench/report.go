@@ -16,7 +16,7 @@ func Markdown(res *Result) string {
 	var b strings.Builder
 	h := res.Host
 	fmt.Fprintf(&b, "## torpor bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&b, "Host: %s, %d cores, Linux %s; runsc %s; torpor %s (%s). "+
+	fmt.Fprintf(&b, "Host: %s, %d cores, Linux %s; %s; torpor %s (%s). "+
 		"Load average (1/5/15 min) %s at the start, %s at the end.\n\n",
 		h.CPU, h.Cores, h.Kernel, h.Runsc, h.Torpor, h.Go, h.LoadStart, h.LoadEnd)
 	mainTable(&b, res)

@@ -23,6 +23,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var inits []string
 	var heavyInit time.Duration
 	var quick bool
+	var from string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure cold start vs suspend and resume on the real runtime",
@@ -40,6 +41,10 @@ running daemon instead. Everything it creates is removed when it ends. It takes
 several minutes for the whole matrix; --quick measures one small scenario twice.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Out, cfg.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if from != "" {
+				return bench.Rerender(cfg, from)
+			}
 			if quick {
 				inits, cfg.ResidentMB, cfg.Runs = []string{"light"}, []int{64}, 2
 			}
@@ -53,7 +58,6 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 			if cfg.App == "" {
 				cfg.App = fmt.Sprintf("bench-%d", os.Getpid())
 			}
-			cfg.Out, cfg.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			_, err = bench.Run(cmd.Context(), cfg)
 			return err
 		},
@@ -73,6 +77,7 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 	f.IntVar(&cfg.Runs, "runs", 10, "runs per scenario")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", bench.DefaultPollInterval, "how often to retry the app until it answers")
 	f.StringVar(&cfg.OutDir, "out", filepath.Join("bench", "results"), "directory for the result files (empty: print only)")
+	f.StringVar(&from, "from", "", "measure nothing: print the report of a saved result (a .json under --out) and write its files again")
 	f.BoolVar(&quick, "quick", false, "measure one scenario (light, 64 MiB) twice: proves the benchmark works, measures little")
 	return cmd
 }
