@@ -94,6 +94,7 @@ type timingReader struct {
 	first time.Time
 }
 
+// Read reads from the connection and notes the time of the first byte.
 func (t *timingReader) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
 	if n > 0 && t.first.IsZero() {

@@ -18,19 +18,19 @@ import (
 // Sample is one run of a scenario: a cold start, a suspend and a resume.
 // Times are milliseconds from the API call.
 type Sample struct {
-	ColdMS         float64 `json:"cold_ms"`           // start → first byte, from stopped
-	ColdAPIMS      float64 `json:"cold_api_ms"`       // the start call alone
-	ColdAttempts   int     `json:"cold_attempts"`     // connections the probe tried
-	InitSeconds    float64 `json:"init_seconds"`      // the app's own init time (imports, index)
-	ReadySeconds   float64 `json:"ready_seconds"`     // init plus filling the ballast
-	RSSBytes       int64   `json:"rss_bytes"`         // the app's RSS once ready
-	SuspendMS      float64 `json:"suspend_ms"`        // the suspend call (it returns once suspended)
-	SnapshotBytes  int64   `json:"snapshot_bytes"`    // disk blocks used by the snapshot's files
-	SnapshotFiles  int64   `json:"snapshot_apparent"` // the files' sizes added up
-	SnapshotSource string  `json:"snapshot_source"`   // "disk", or "event" when the data dir is unknown
-	ResumeMS       float64 `json:"resume_ms"`         // start → first byte, from suspended
-	ResumeAPIMS    float64 `json:"resume_api_ms"`     // the start call alone
-	ResumeAttempts int     `json:"resume_attempts"`
+	ColdMS           float64 `json:"cold_ms"`           // start → first byte, from stopped
+	ColdAPIMS        float64 `json:"cold_api_ms"`       // the start call alone
+	ColdAttempts     int     `json:"cold_attempts"`     // connections the probe tried
+	InitSeconds      float64 `json:"init_seconds"`      // the app's own init time (imports, index)
+	ReadySeconds     float64 `json:"ready_seconds"`     // init plus filling the ballast
+	RSSBytes         int64   `json:"rss_bytes"`         // the app's RSS once ready
+	SuspendMS        float64 `json:"suspend_ms"`        // the suspend call (it returns once suspended)
+	SnapshotBytes    int64   `json:"snapshot_bytes"`    // disk blocks used by the snapshot's files
+	SnapshotApparent int64   `json:"snapshot_apparent"` // the files' sizes added up
+	SnapshotSource   string  `json:"snapshot_source"`   // "disk", or "event" when the data dir is unknown
+	ResumeMS         float64 `json:"resume_ms"`         // start → first byte, from suspended
+	ResumeAPIMS      float64 `json:"resume_api_ms"`     // the start call alone
+	ResumeAttempts   int     `json:"resume_attempts"`
 	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
 	// suspend events (the daemon's own breakdown).
 	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
@@ -164,7 +164,7 @@ func (r *run) suspend(ctx context.Context, smp *Sample) error {
 	}
 	if r.cfg.dataDirSet() {
 		smp.SnapshotSource = "disk"
-		smp.SnapshotBytes, smp.SnapshotFiles, err = diskUsage(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots"))
+		smp.SnapshotBytes, smp.SnapshotApparent, err = diskUsage(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots"))
 	}
 	return err
 }
@@ -215,7 +215,7 @@ func (r *run) eventBreakdown(ctx context.Context, smp *Sample) error {
 		smp.SuspendEvent = durations(ev.Request)
 		if smp.SnapshotSource == "" {
 			size, _ := ev.Request["size_bytes"].(float64)
-			smp.SnapshotBytes, smp.SnapshotFiles, smp.SnapshotSource = int64(size), int64(size), "event"
+			smp.SnapshotBytes, smp.SnapshotApparent, smp.SnapshotSource = int64(size), int64(size), "event"
 		}
 	}
 	return nil
