@@ -230,3 +230,18 @@ func TestRerenderRewritesFromSavedResult(t *testing.T) {
 		t.Errorf("empty result: %v", err)
 	}
 }
+
+func TestNiceTicksAreRound(t *testing.T) {
+	var labels []string
+	for _, tk := range (niceTicks{}).Ticks(0, 26000) {
+		labels = append(labels, tk.Label)
+	}
+	if got := strings.Join(labels, " "); got != "0 10000 20000" {
+		t.Errorf("ticks of 0..26000 = %s", got)
+	}
+	for raw, want := range map[float64]float64{0.3: 0.5, 7: 10, 120: 200, 1000: 1000, 1500: 2000} {
+		if got := niceStep(raw); got != want {
+			t.Errorf("niceStep(%v) = %v, want %v", raw, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 
 	"gonum.org/v1/plot"
@@ -77,7 +78,8 @@ func byInit(ss []ScenarioResult) [][]ScenarioResult {
 func panel(group []ScenarioResult) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("app init %s: start to first HTTP byte", group[0].Init.Target)
-	p.Y.Label.Text = "ms (bar p50, whisker p95)"
+	p.Y.Label.Text = "ms (bar and label: p50; whisker: p95)"
+	p.Y.Tick.Marker = niceTicks{}
 	p.X.Label.Text = "resident memory"
 	p.Y.Min = 0
 	names := make([]string, len(group))
@@ -102,7 +104,7 @@ func panel(group []ScenarioResult) (*plot.Plot, error) {
 	p.Legend.Top = true
 	p.NominalX(names...)
 	p.X.Min, p.X.Max = -0.6, float64(len(group))-0.4
-	p.Y.Max *= 1.12 // room for the labels
+	p.Y.Max *= 1.2 // room for the labels and the legend
 	return p, nil
 }
 
@@ -149,3 +151,31 @@ func (w whiskers) XY(i int) (float64, float64) { return w.x[i], w.p50[i] }
 
 // YError is how far the whisker goes below and above the top.
 func (w whiskers) YError(i int) (float64, float64) { return 0, w.p95[i] - w.p50[i] }
+
+// niceTicks marks about five round values (1, 2 or 5 times a power of ten
+// apart) in whole milliseconds.
+type niceTicks struct{}
+
+// Ticks returns the ticks between min and max.
+func (niceTicks) Ticks(min, max float64) []plot.Tick {
+	step := niceStep((max - min) / 5)
+	var ticks []plot.Tick
+	for v := math.Ceil(min/step) * step; v <= max; v += step {
+		ticks = append(ticks, plot.Tick{Value: v, Label: fmt.Sprintf("%.0f", v)})
+	}
+	return ticks
+}
+
+// niceStep is the smallest 1, 2 or 5 times a power of ten at least raw.
+func niceStep(raw float64) float64 {
+	if raw <= 0 || math.IsNaN(raw) {
+		return 1
+	}
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 5} {
+		if m*mag >= raw {
+			return m * mag
+		}
+	}
+	return 10 * mag
+}
