@@ -169,6 +169,7 @@ func TestMarkdownReportsPercentilesAndRatio(t *testing.T) {
 		"resume p50 ≤ 100 ms: 90 ms (met)",
 		"init ~2 s, 256 MiB: cold / resume ≥ 10×: 7.5× (not met)",
 		"every 2ms",
+		"disk blocks of the files",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

@@ -190,10 +190,10 @@ func method(b *strings.Builder, res *Result) {
 		"Cold start and resume run from the start API call to the first byte of the app's HTTP response, "+
 		"polled on a new TCP connection at the machine's address every %s; suspend is the suspend API call, which returns once the machine is suspended. "+
 		"p50 and p95 are nearest-rank percentiles (a sample, no interpolation; with 10 runs p95 is the slowest run). "+
-		"The snapshot size is the disk blocks of the files in the machine's snapshot directory. "+
+		"%s "+
 		"Resumes read a snapshot written seconds before, so mostly from the page cache. "+
 		"The app (internal/bench/app.py) reaches its resident size with a ballast of a 1 MiB os.urandom block repeated: every page non-zero and incompressible. "+
-		"The host runs other work too: treat differences of a few tens of percent as noise.\n\n", res.Runs, res.PollInterval)
+		"The host runs other work too: treat differences of a few tens of percent as noise.\n\n", res.Runs, res.PollInterval, snapshotMethod(res))
 	for _, sr := range res.Scenarios {
 		if sr.Verified != "" {
 			fmt.Fprintf(b, "- init %s, %d MiB (machine %s, guest %d MiB): %s.\n", sr.Init.Target, sr.ResidentMB, sr.MachineID, sr.GuestMB, sr.Verified)
@@ -227,4 +227,16 @@ func WriteFiles(dir string, res *Result, md string) ([]string, error) {
 		return written, fmt.Errorf("chart: %w", err)
 	}
 	return append(written, png), nil
+}
+
+// snapshotMethod says where the snapshot sizes come from.
+func snapshotMethod(res *Result) string {
+	for _, sr := range res.Scenarios {
+		for _, s := range sr.Samples {
+			if s.SnapshotSource == "event" {
+				return "The snapshot size is the one the suspend event reports (size_bytes): the daemon's data dir was not given."
+			}
+		}
+	}
+	return "The snapshot size is the disk blocks of the files in the machine's snapshot directory."
 }
