@@ -42,7 +42,7 @@ func NewRoot(serve *cobra.Command) *cobra.Command {
 	flags.StringVar(&g.token, "token", "", "API bearer token for a TCP API address; not needed (nor sent) on the local admin socket (env TORPOR_TOKEN)")
 	flags.BoolVar(&g.json, "json", false, "print JSON instead of tables")
 
-	root.AddCommand(newAppCmd(g), newMachineCmd(g), newTokenCmd(g), newDemoCmd(g))
+	root.AddCommand(newAppCmd(g), newMachineCmd(g), newTokenCmd(g), newDemoCmd(g), newBenchCmd(g))
 	if serve != nil {
 		root.AddCommand(serve)
 	}

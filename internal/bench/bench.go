@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/client"
+)
+
+// AppSource is the measured app, app.py beside this file.
+//
+//go:embed app.py
+var AppSource string
+
+// Init is an app's init cost: what it does before it serves.
+type Init struct {
+	Name   string `json:"name"`   // as the flag and the tables name it
+	Target string `json:"target"` // the init time it stands for, e.g. "~2 s"
+	// Seconds is the app's INIT_SECONDS: 0 for a light app, else how long
+	// its heavy init (imports, loading and indexing data) runs.
+	Seconds float64 `json:"seconds"`
+}
+
+// Scenario is one cell of the matrix: an init cost and a resident size.
+type Scenario struct {
+	Init       Init `json:"init"`
+	ResidentMB int  `json:"resident_mb"` // the app's RSS target
+	GuestMB    int  `json:"guest_mb"`    // the machine's guest.memory_mb
+}
+
+// String names the scenario in progress lines.
+func (s Scenario) String() string {
+	return fmt.Sprintf("init %s (%s), %d MiB resident", s.Init.Name, s.Init.Target, s.ResidentMB)
+}
+
+// Config says what to measure and where.
+type Config struct {
+	// API is the address of a running daemon to drive; empty runs a daemon
+	// in-process with RunscPath and NetworkRange.
+	API          string
+	Token        string
+	DataDir      string // the daemon's data dir, for snapshot sizes (set for an in-process daemon)
+	RunscPath    string
+	NetworkRange string
+	Image        string
+	App          string
+	Inits        []Init
+	ResidentMB   []int
+	GuestSlackMB int // guest.memory_mb = resident + this
+	CPUs         int
+	Runs         int
+	PollInterval time.Duration
+	OutDir       string    // results go here; empty writes no files
+	Out          io.Writer // the Markdown report
+	Progress     io.Writer // one line per step
+}
+
+// Validate reports the first bad setting, naming its flag.
+func (c *Config) Validate() error {
+	switch {
+	case c.Runs < 1:
+		return fmt.Errorf("--runs must be at least 1, got %d", c.Runs)
+	case len(c.Inits) == 0:
+		return errors.New("--init must name at least one init cost")
+	case len(c.ResidentMB) == 0:
+		return errors.New("--memory must name at least one size")
+	case c.PollInterval <= 0:
+		return fmt.Errorf("--poll-interval must be positive, got %s", c.PollInterval)
+	case c.CPUs < 1:
+		return fmt.Errorf("--cpus must be at least 1, got %d", c.CPUs)
+	}
+	for _, mb := range c.ResidentMB {
+		if mb < 32 {
+			return fmt.Errorf("--memory sizes must be at least 32 MiB (the interpreter alone is ~20), got %d", mb)
+		}
+	}
+	return nil
+}
+
+// Scenarios is the matrix the config asks for, init cost by init cost.
+func (c *Config) Scenarios() []Scenario {
+	var ss []Scenario
+	for _, in := range c.Inits {
+		for _, mb := range c.ResidentMB {
+			ss = append(ss, Scenario{Init: in, ResidentMB: mb, GuestMB: mb + c.GuestSlackMB})
+		}
+	}
+	return ss
+}
+
+// Run measures every scenario, prints the report and writes the result
+// files. Everything it created is removed before it returns, also on error.
+func Run(ctx context.Context, cfg Config) (res *Result, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	res = &Result{Started: time.Now().UTC(), Runs: cfg.Runs, PollInterval: cfg.PollInterval.String()}
+	res.Host = hostInfo(cfg.RunscPath)
+	if cfg.API == "" {
+		d, err := startDaemon(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, d.stop(cfg.Progress)) }()
+		cfg.API, cfg.DataDir = "unix://"+d.socket, d.dataDir
+	}
+	c, err := client.New(cfg.API, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.CreateApp(ctx, cfg.App, ""); err != nil {
+		return nil, fmt.Errorf("create app %s: %w", cfg.App, err)
+	}
+	defer func() {
+		if derr := c.DeleteApp(context.Background(), cfg.App); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete app %s: %w", cfg.App, derr))
+		}
+	}()
+	for _, s := range cfg.Scenarios() {
+		sr, err := runScenario(ctx, c, cfg, s)
+		res.Scenarios = append(res.Scenarios, sr)
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	res.Finished = time.Now().UTC()
+	res.Host.LoadEnd = loadAverage()
+	return res, report(cfg, res)
+}
+
+// Rerender prints the report of a saved result (a results JSON file) and
+// writes its files again, e.g. after the report's format changed.
+func Rerender(cfg Config, path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(res.Scenarios) == 0 {
+		return fmt.Errorf("%s: no scenarios", path)
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	return report(cfg, &res)
+}
+
+// report prints the Markdown report and writes the result files.
+func report(cfg Config, res *Result) error {
+	md := Markdown(res)
+	if cfg.Out != nil {
+		fmt.Fprint(cfg.Out, md)
+	}
+	if cfg.OutDir == "" {
+		return nil
+	}
+	files, err := WriteFiles(cfg.OutDir, res, md)
+	for _, f := range files {
+		fmt.Fprintf(cfg.Progress, "wrote %s\n", f)
+	}
+	return err
+}
+
+// progress prints a timestamped progress line.
+func progress(cfg Config, format string, args ...any) {
+	fmt.Fprintf(cfg.Progress, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// dataDirSet reports whether snapshot sizes can be read from disk.
+func (c *Config) dataDirSet() bool {
+	if c.DataDir == "" {
+		return false
+	}
+	_, err := os.Stat(c.DataDir)
+	return err == nil
+}

@@ -1,0 +1,138 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	goruntime "runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+// Result is a whole benchmark run.
+type Result struct {
+	Started      time.Time        `json:"started"`
+	Finished     time.Time        `json:"finished"`
+	Host         HostInfo         `json:"host"`
+	Runs         int              `json:"runs"`
+	PollInterval string           `json:"poll_interval"`
+	Scenarios    []ScenarioResult `json:"scenarios"`
+}
+
+// HostInfo describes where the numbers were measured.
+type HostInfo struct {
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	Kernel    string `json:"kernel"`
+	Runsc     string `json:"runsc"`
+	Torpor    string `json:"torpor"` // the VCS revision the binary was built from
+	Go        string `json:"go"`
+	LoadStart string `json:"load_start"` // /proc/loadavg's 1, 5 and 15 minute averages
+	LoadEnd   string `json:"load_end"`
+}
+
+// hostInfo reads the host's description; what it cannot read is "unknown".
+func hostInfo(runscPath string) HostInfo {
+	return HostInfo{
+		CPU:       cpuModel(),
+		Cores:     goruntime.NumCPU(),
+		Kernel:    firstLine("/proc/sys/kernel/osrelease"),
+		Runsc:     runscVersion(runscPath),
+		Torpor:    revision(),
+		Go:        goruntime.Version(),
+		LoadStart: loadAverage(),
+	}
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func firstLine(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	return strings.TrimSpace(line)
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	fields := strings.Fields(firstLine("/proc/loadavg"))
+	if len(fields) < 3 {
+		return "unknown"
+	}
+	return strings.Join(fields[:3], " ")
+}
+
+// runscVersion is runsc's version line and the start of its binary's
+// sha256 (builds from the Go module all say VERSION_MISSING).
+func runscVersion(path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return "unknown (" + path + ")"
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	f, err := os.Open(path)
+	if err != nil {
+		return line
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return line
+	}
+	return strings.TrimSpace(line) + " (sha256:" + hex.EncodeToString(h.Sum(nil))[:12] + ")"
+}
+
+// revision is the VCS revision of this binary, "+dirty" when modified.
+func revision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return gitRevision()
+	}
+	return rev[:min(12, len(rev))] + dirty
+}
+
+// gitRevision asks git about the working directory, for binaries built
+// without VCS stamping (-buildvcs=false, go run).
+func gitRevision() string {
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out)) + " (git describe of the working directory)"
+}

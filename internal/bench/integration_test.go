@@ -1,0 +1,118 @@
+package bench_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/torpor-dev/torpor/internal/bench"
+	"github.com/torpor-dev/torpor/internal/cli"
+)
+
+// TestQuickBench runs `torpor bench --quick` on the real runtime, as CI
+// does once: it proves the benchmark works end to end (the report, the
+// files, the cleanup), never how fast anything is.
+func TestQuickBench(t *testing.T) {
+	runsc := envOr("TORPOR_RUNSC", "/var/cache/torpor/bin/runsc")
+	rootfs := envOr("TORPOR_ROOTFS", "/var/cache/torpor/rootfs/bookworm-python")
+	if why := missing(runsc, rootfs); why != "" {
+		if os.Getenv("TORPOR_INTEGRATION") == "1" {
+			t.Fatal("integration test prerequisite missing: " + why)
+		}
+		t.Skip(why)
+	}
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	root := cli.NewRoot(nil)
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"bench", "--quick", "--out", out, "--runsc", runsc, "--image", rootfs,
+		"--network-range", envOr("TORPOR_TEST_NETWORK_RANGE", "10.212.0.0/16")})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("bench --quick: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if !regexp.MustCompile(`\| ~0\.1 s \| 64 MiB \(RSS \d+\) \| [\d.]+ \(\+[\d.]+\) \| \d+ / \d+ \| \d+ / \d+ \| \d+ / \d+ \| \d+ / \d+ \| [\d.]+× \|`).
+		MatchString(stdout.String()) {
+		t.Errorf("no result row in the report:\n%s", stdout.String())
+	}
+	checkFiles(t, out, stdout.String())
+	checkCleanup(t, stderr.String())
+}
+
+func checkFiles(t *testing.T, dir, report string) {
+	t.Helper()
+	latest, err := os.ReadFile(filepath.Join(dir, "latest.md"))
+	if err != nil || string(latest) != report {
+		t.Errorf("latest.md (%v) differs from the report printed", err)
+	}
+	stamped, _ := filepath.Glob(filepath.Join(dir, "2*Z.md"))
+	if len(stamped) != 1 {
+		t.Errorf("want one timestamped report, got %v", stamped)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "latest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res bench.Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("latest.json: %v", err)
+	}
+	if len(res.Scenarios) != 1 || len(res.Scenarios[0].Samples) != 2 {
+		t.Fatalf("want 1 scenario of 2 runs, got %+v", res.Scenarios)
+	}
+	sr := res.Scenarios[0]
+	for i, s := range sr.Samples {
+		if s.ColdMS <= 0 || s.ResumeMS <= 0 || s.SuspendMS <= 0 || s.SnapshotBytes <= 0 || s.SnapshotSource != "disk" ||
+			s.ResumeEvent["duration_ms"] <= 0 || s.SuspendEvent["duration_ms"] <= 0 || s.RSSBytes < 60<<20 {
+			t.Errorf("sample %d incomplete: %+v", i, s)
+		}
+	}
+	if !strings.Contains(sr.Verified, "intact") {
+		t.Errorf("memory check after the last resume: %q", sr.Verified)
+	}
+	f, err := os.Open(filepath.Join(dir, "latest.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil || img.Bounds().Dx() < 200 {
+		t.Errorf("latest.png: %v", err)
+	}
+}
+
+// checkCleanup checks the in-process daemon's directory is gone.
+func checkCleanup(t *testing.T, progress string) {
+	t.Helper()
+	m := regexp.MustCompile(`removed (\S+)`).FindStringSubmatch(progress)
+	if m == nil {
+		t.Fatalf("the in-process daemon was not cleaned up:\n%s", progress)
+	}
+	if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+		t.Errorf("%s still exists (%v)", m[1], err)
+	}
+}
+
+func missing(runsc, rootfs string) string {
+	if os.Geteuid() != 0 {
+		return "needs root"
+	}
+	for _, p := range []string{runsc, filepath.Join(rootfs, "usr/bin/python3")} {
+		if _, err := os.Stat(p); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

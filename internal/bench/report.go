@@ -1,0 +1,242 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Markdown renders the result: header, main table, the resume's breakdown,
+// the issue's targets and how the numbers were taken.
+func Markdown(res *Result) string {
+	var b strings.Builder
+	h := res.Host
+	fmt.Fprintf(&b, "## torpor bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "Host: %s, %d cores, Linux %s; %s; torpor %s (%s). "+
+		"Load average (1/5/15 min) %s at the start, %s at the end.\n\n",
+		h.CPU, h.Cores, h.Kernel, h.Runsc, h.Torpor, h.Go, h.LoadStart, h.LoadEnd)
+	mainTable(&b, res)
+	breakdownTable(&b, res)
+	targets(&b, res)
+	method(&b, res)
+	return b.String()
+}
+
+// series collects one number per sample.
+func series(ss []Sample, f func(Sample) float64) []float64 {
+	xs := make([]float64, 0, len(ss))
+	for _, s := range ss {
+		xs = append(xs, f(s))
+	}
+	return xs
+}
+
+// pair formats a summary as "p50 / p95" with the given verb.
+func pair(s Summary, verb string) string {
+	if s.N == 0 || math.IsNaN(s.P50) {
+		return "–"
+	}
+	return fmt.Sprintf(verb+" / "+verb, s.P50, s.P95)
+}
+
+func mainTable(b *strings.Builder, res *Result) {
+	b.WriteString("| app init | resident | app's own init, s (+ ballast fill) | cold start, ms | suspend, ms | snapshot on disk, MiB | resume, ms | cold / resume |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, sr := range res.Scenarios {
+		ss := sr.Samples
+		cold := Summarize(series(ss, func(s Sample) float64 { return s.ColdMS }))
+		resume := Summarize(series(ss, func(s Sample) float64 { return s.ResumeMS }))
+		init := Percentile(series(ss, func(s Sample) float64 { return s.InitSeconds }), 50)
+		fill := Percentile(series(ss, func(s Sample) float64 { return s.ReadySeconds - s.InitSeconds }), 50)
+		rss := Percentile(series(ss, func(s Sample) float64 { return mib(s.RSSBytes) }), 50)
+		fmt.Fprintf(b, "| %s | %d MiB (RSS %.0f) | %.2f (+%.2f) | %s | %s | %s | %s | %s |\n",
+			sr.Init.Target, sr.ResidentMB, rss, init, fill, pair(cold, "%.0f"),
+			pair(Summarize(series(ss, func(s Sample) float64 { return s.SuspendMS })), "%.0f"),
+			pair(Summarize(series(ss, func(s Sample) float64 { return mib(s.SnapshotBytes) })), "%.0f"),
+			pair(resume, "%.0f"), ratio(cold.P50, resume.P50))
+	}
+	b.WriteString("\nTimes are p50 / p95 over the runs; cold / resume is the ratio of the p50s.\n\n")
+}
+
+func ratio(a, b float64) string {
+	if b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f×", a/b)
+}
+
+// eventOrder is the order of the resume event's known fields; others go
+// before duration_ms, alphabetically.
+var eventOrder = []string{"claim_verify_ms", "prepare_ms", "runtime_restore_ms", "restore_ms", "thaw_ms"}
+
+// eventKeys lists the *_ms fields some sample's event map has.
+func eventKeys(res *Result, m func(Sample) map[string]float64) []string {
+	seen := map[string]bool{}
+	for _, sr := range res.Scenarios {
+		for _, s := range sr.Samples {
+			for k := range m(s) {
+				seen[k] = true
+			}
+		}
+	}
+	rank := func(k string) int {
+		if i := slices.Index(eventOrder, k); i >= 0 {
+			return i
+		}
+		if k == "duration_ms" {
+			return len(eventOrder) + 1
+		}
+		return len(eventOrder)
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if d := rank(a) - rank(b); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	return keys
+}
+
+func breakdownTable(b *strings.Builder, res *Result) {
+	resumeKeys := eventKeys(res, func(s Sample) map[string]float64 { return s.ResumeEvent })
+	suspendKeys := eventKeys(res, func(s Sample) map[string]float64 { return s.SuspendEvent })
+	b.WriteString("Where the time goes, p50 / p95 in ms: the start and suspend calls as the client sees them, " +
+		"the daemon's own fields from the resume and suspend events, and the wait for the first byte once the start call has returned.\n\n")
+	b.WriteString("| app init | resident | resume: start call |")
+	for _, k := range resumeKeys {
+		fmt.Fprintf(b, " resume event %s |", k)
+	}
+	b.WriteString(" resume: first byte after the call |")
+	for _, k := range suspendKeys {
+		fmt.Fprintf(b, " suspend event %s |", k)
+	}
+	b.WriteString(" cold: start call | cold: first byte after the call |\n|---|---|---|")
+	b.WriteString(strings.Repeat("---|", len(resumeKeys)+len(suspendKeys)+3) + "\n")
+	for _, sr := range res.Scenarios {
+		ss := sr.Samples
+		cell := func(f func(Sample) float64) string { return pair(Summarize(series(ss, f)), "%.0f") }
+		fmt.Fprintf(b, "| %s | %d MiB | %s |", sr.Init.Target, sr.ResidentMB, cell(func(s Sample) float64 { return s.ResumeAPIMS }))
+		for _, k := range resumeKeys {
+			fmt.Fprintf(b, " %s |", eventCell(ss, func(s Sample) map[string]float64 { return s.ResumeEvent }, k))
+		}
+		fmt.Fprintf(b, " %s |", cell(func(s Sample) float64 { return s.ResumeMS - s.ResumeAPIMS }))
+		for _, k := range suspendKeys {
+			fmt.Fprintf(b, " %s |", eventCell(ss, func(s Sample) map[string]float64 { return s.SuspendEvent }, k))
+		}
+		fmt.Fprintf(b, " %s | %s |\n", cell(func(s Sample) float64 { return s.ColdAPIMS }),
+			cell(func(s Sample) float64 { return s.ColdMS - s.ColdAPIMS }))
+	}
+	b.WriteString("\n")
+}
+
+// eventCell summarizes one event field over the samples that have it.
+func eventCell(ss []Sample, m func(Sample) map[string]float64, key string) string {
+	var xs []float64
+	for _, s := range ss {
+		if v, ok := m(s)[key]; ok {
+			xs = append(xs, v)
+		}
+	}
+	return pair(Summarize(xs), "%.0f")
+}
+
+// targets compares the numbers with issue 6's goals. Informational: the
+// benchmark never fails on them.
+func targets(b *strings.Builder, res *Result) {
+	var lines []string
+	for _, sr := range res.Scenarios {
+		ss := sr.Samples
+		resume := Percentile(series(ss, func(s Sample) float64 { return s.ResumeMS }), 50)
+		suspend := Percentile(series(ss, func(s Sample) float64 { return s.SuspendMS }), 50)
+		cold := Percentile(series(ss, func(s Sample) float64 { return s.ColdMS }), 50)
+		name := fmt.Sprintf("init %s, %d MiB", sr.Init.Target, sr.ResidentMB)
+		if sr.ResidentMB == 64 {
+			lines = append(lines, goal(name+": resume p50 ≤ 100 ms", fmt.Sprintf("%.0f ms", resume), resume <= 100),
+				goal(name+": suspend p50 ≤ 150 ms", fmt.Sprintf("%.0f ms", suspend), suspend <= 150))
+		}
+		if sr.Init.Seconds > 0 {
+			lines = append(lines, goal(name+": cold / resume ≥ 10×", ratio(cold, resume), cold >= 10*resume))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	b.WriteString("Issue 6's goals (for information; nothing fails on them):\n\n")
+	for _, l := range lines {
+		b.WriteString("- " + l + "\n")
+	}
+	b.WriteString("\n")
+}
+
+func goal(what, got string, met bool) string {
+	verdict := "not met"
+	if met {
+		verdict = "met"
+	}
+	return fmt.Sprintf("%s: %s (%s)", what, got, verdict)
+}
+
+func method(b *strings.Builder, res *Result) {
+	fmt.Fprintf(b, "Method: %d runs per scenario, one machine per scenario; each run stops the machine, then times a cold start, "+
+		"a suspend and a resume, so cold starts and resumes alternate and drift hits both. "+
+		"Cold start and resume run from the start API call to the first byte of the app's HTTP response, "+
+		"polled on a new TCP connection at the machine's address every %s; suspend is the suspend API call, which returns once the machine is suspended. "+
+		"p50 and p95 are nearest-rank percentiles (a sample, no interpolation; with 10 runs p95 is the slowest run). "+
+		"%s "+
+		"Resumes read a snapshot written seconds before, so mostly from the page cache. "+
+		"The app (internal/bench/app.py) reaches its resident size with a ballast of a 1 MiB os.urandom block repeated: every page non-zero and incompressible. "+
+		"The host runs other work too: treat differences of a few tens of percent as noise.\n\n", res.Runs, res.PollInterval, snapshotMethod(res))
+	for _, sr := range res.Scenarios {
+		if sr.Verified != "" {
+			fmt.Fprintf(b, "- init %s, %d MiB (machine %s, guest %d MiB): %s.\n", sr.Init.Target, sr.ResidentMB, sr.MachineID, sr.GuestMB, sr.Verified)
+		}
+	}
+}
+
+// WriteFiles writes the report as dir/<UTC time>.md and dir/latest.md, the
+// raw result as dir/<UTC time>.json and dir/latest.json, and the chart as
+// dir/latest.png. It returns the files written.
+func WriteFiles(dir string, res *Result, md string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	stamp := res.Started.Format("20060102T150405Z")
+	files := map[string][]byte{stamp + ".md": []byte(md), "latest.md": []byte(md), stamp + ".json": raw, "latest.json": raw}
+	var written []string
+	for _, name := range []string{stamp + ".md", "latest.md", stamp + ".json", "latest.json"} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, files[name], 0o644); err != nil {
+			return written, err
+		}
+		written = append(written, path)
+	}
+	png := filepath.Join(dir, "latest.png")
+	if err := WriteChart(png, res); err != nil {
+		return written, fmt.Errorf("chart: %w", err)
+	}
+	return append(written, png), nil
+}
+
+// snapshotMethod says where the snapshot sizes come from.
+func snapshotMethod(res *Result) string {
+	for _, sr := range res.Scenarios {
+		for _, s := range sr.Samples {
+			if s.SnapshotSource == "event" {
+				return "The snapshot size is the one the suspend event reports (size_bytes): the daemon's data dir was not given."
+			}
+		}
+	}
+	return "The snapshot size is the disk blocks of the files in the machine's snapshot directory."
+}

@@ -1,0 +1,282 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/model"
+)
+
+// Sample is one run of a scenario: a cold start, a suspend and a resume.
+// Times are milliseconds from the API call.
+type Sample struct {
+	ColdMS           float64 `json:"cold_ms"`           // start → first byte, from stopped
+	ColdAPIMS        float64 `json:"cold_api_ms"`       // the start call alone
+	ColdAttempts     int     `json:"cold_attempts"`     // connections the probe tried
+	InitSeconds      float64 `json:"init_seconds"`      // the app's own init time (imports, index)
+	ReadySeconds     float64 `json:"ready_seconds"`     // init plus filling the ballast
+	RSSBytes         int64   `json:"rss_bytes"`         // the app's RSS once ready
+	SuspendMS        float64 `json:"suspend_ms"`        // the suspend call (it returns once suspended)
+	SnapshotBytes    int64   `json:"snapshot_bytes"`    // disk blocks used by the snapshot's files
+	SnapshotApparent int64   `json:"snapshot_apparent"` // the files' sizes added up
+	SnapshotSource   string  `json:"snapshot_source"`   // "disk", or "event" when the data dir is unknown
+	ResumeMS         float64 `json:"resume_ms"`         // start → first byte, from suspended
+	ResumeAPIMS      float64 `json:"resume_api_ms"`     // the start call alone
+	ResumeAttempts   int     `json:"resume_attempts"`
+	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
+	// suspend events (the daemon's own breakdown).
+	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
+	SuspendEvent map[string]float64 `json:"suspend_event_ms"`
+}
+
+// ScenarioResult is a scenario's samples.
+type ScenarioResult struct {
+	Scenario
+	MachineID string   `json:"machine_id"`
+	Samples   []Sample `json:"samples"`
+	// Verified says what the final check after the last resume found: every
+	// ballast block and the index intact.
+	Verified string `json:"verified"`
+}
+
+// appPort is where app.py serves.
+const appPort = "8080"
+
+// runScenario creates the scenario's machine, measures cfg.Runs runs, checks
+// the app's memory after the last resume and destroys the machine.
+func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario) (sr ScenarioResult, err error) {
+	sr.Scenario = s
+	progress(cfg, "%s: creating a machine (guest %d MiB)", s, s.GuestMB)
+	m, err := c.CreateMachine(ctx, cfg.App, model.CreateMachineRequest{Config: machineConfig(cfg, s)})
+	if err != nil {
+		return sr, err
+	}
+	sr.MachineID = m.ID
+	defer func() {
+		if derr := c.Destroy(context.Background(), cfg.App, m.ID, true); derr != nil {
+			err = errors.Join(err, fmt.Errorf("destroy machine %s: %w", m.ID, derr))
+		}
+	}()
+	if m.PrivateIP == "" {
+		return sr, errors.New("the machine has no private address: the daemon needs a network range")
+	}
+	r := run{c: c, cfg: cfg, app: cfg.App, id: m.ID, addr: net.JoinHostPort(m.PrivateIP, appPort)}
+	if r.last, err = r.probe(ctx, "/"); err != nil {
+		return sr, err
+	}
+	for i := 1; i <= cfg.Runs; i++ {
+		smp, err := r.once(ctx)
+		if err != nil {
+			return sr, fmt.Errorf("run %d: %w", i, err)
+		}
+		sr.Samples = append(sr.Samples, smp)
+		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), resume %.0f ms",
+			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.ResumeMS)
+	}
+	sr.Verified, err = r.verify(ctx)
+	return sr, err
+}
+
+// machineConfig is the scenario's machine: app.py with its init cost and
+// resident size.
+func machineConfig(cfg Config, s Scenario) model.MachineConfig {
+	return model.MachineConfig{
+		Image: cfg.Image,
+		Init:  model.InitConfig{Exec: []string{"python3", "-c", AppSource}},
+		Env:   map[string]string{"INIT_SECONDS": fmt.Sprint(s.Init.Seconds), "RESIDENT_MB": fmt.Sprint(s.ResidentMB), "PORT": appPort},
+		Guest: model.Guest{CPUs: cfg.CPUs, MemoryMB: s.GuestMB},
+	}
+}
+
+// run drives one scenario's machine.
+type run struct {
+	c       *client.Client
+	cfg     Config
+	app, id string
+	addr    string   // the app's ip:port
+	last    appState // the app's latest answer
+}
+
+func (r *run) probe(ctx context.Context, path string) (appState, error) {
+	p, err := firstByte(ctx, r.addr, path, r.cfg.PollInterval)
+	return p.state, err
+}
+
+// once stops the machine, then measures a cold start, a suspend and a
+// resume, checking that each did what it says.
+func (r *run) once(ctx context.Context) (Sample, error) {
+	var smp Sample
+	if err := r.c.Stop(ctx, r.app, r.id, model.StopRequest{}); err != nil {
+		return smp, fmt.Errorf("stop: %w", err)
+	}
+	if err := r.cold(ctx, &smp); err != nil {
+		return smp, err
+	}
+	if err := r.suspend(ctx, &smp); err != nil {
+		return smp, err
+	}
+	if err := r.resume(ctx, &smp); err != nil {
+		return smp, err
+	}
+	return smp, r.eventBreakdown(ctx, &smp)
+}
+
+func (r *run) cold(ctx context.Context, smp *Sample) error {
+	begin := time.Now()
+	resp, err := r.c.Start(ctx, r.app, r.id)
+	if err != nil {
+		return fmt.Errorf("cold start: %w", err)
+	}
+	smp.ColdAPIMS = millis(time.Since(begin))
+	p, err := firstByte(ctx, r.addr, "/", r.cfg.PollInterval)
+	if err != nil {
+		return fmt.Errorf("cold start: %w", err)
+	}
+	smp.ColdMS, smp.ColdAttempts = millis(p.firstByte.Sub(begin)), p.attempts
+	if resp.FromSnapshot || p.state.sameProcess(r.last) {
+		return errors.New("cold start: the app answered from the process that was stopped")
+	}
+	r.last = p.state
+	smp.InitSeconds, smp.ReadySeconds, smp.RSSBytes = p.state.InitSeconds, p.state.ReadySeconds, p.state.RSSBytes
+	return nil
+}
+
+func (r *run) suspend(ctx context.Context, smp *Sample) error {
+	begin := time.Now()
+	if err := r.c.Suspend(ctx, r.app, r.id); err != nil {
+		return fmt.Errorf("suspend: %w", err)
+	}
+	smp.SuspendMS = millis(time.Since(begin))
+	m, err := r.c.GetMachine(ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	if m.State != model.StateSuspended {
+		return fmt.Errorf("suspend returned but the machine is %s", m.State)
+	}
+	if r.cfg.dataDirSet() {
+		smp.SnapshotSource = "disk"
+		smp.SnapshotBytes, smp.SnapshotApparent, err = diskUsage(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots"))
+	}
+	return err
+}
+
+func (r *run) resume(ctx context.Context, smp *Sample) error {
+	begin := time.Now()
+	resp, err := r.c.Start(ctx, r.app, r.id)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	smp.ResumeAPIMS = millis(time.Since(begin))
+	if !resp.FromSnapshot {
+		return fmt.Errorf("resume fell back to a cold start (%s)", r.fallbackReason(ctx))
+	}
+	p, err := firstByte(ctx, r.addr, "/", r.cfg.PollInterval)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	smp.ResumeMS, smp.ResumeAttempts = millis(p.firstByte.Sub(begin)), p.attempts
+	if !p.state.sameProcess(r.last) {
+		return errors.New("resume: the app answered from a new process")
+	}
+	return nil
+}
+
+// verify asks the app to check its ballast and index after the last resume.
+func (r *run) verify(ctx context.Context) (string, error) {
+	st, err := r.probe(ctx, "/verify")
+	if err != nil {
+		return "", err
+	}
+	if st.BadBlocks != 0 || !st.IndexOK {
+		return "", fmt.Errorf("memory damaged after resume: %d bad ballast blocks of %d, index ok %v", st.BadBlocks, st.BallastMB, st.IndexOK)
+	}
+	return fmt.Sprintf("%d ballast MiB and the index intact after the last resume", st.BallastMB), nil
+}
+
+// eventBreakdown copies the newest suspend and resume events' durations.
+func (r *run) eventBreakdown(ctx context.Context, smp *Sample) error {
+	evs, err := r.c.Events(ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	if ev, ok := newest(evs, "resume", "started"); ok {
+		smp.ResumeEvent = durations(ev.Request)
+	}
+	if ev, ok := newest(evs, "suspend", "suspended"); ok {
+		smp.SuspendEvent = durations(ev.Request)
+		if smp.SnapshotSource == "" {
+			size, _ := ev.Request["size_bytes"].(float64)
+			smp.SnapshotBytes, smp.SnapshotApparent, smp.SnapshotSource = int64(size), int64(size), "event"
+		}
+	}
+	return nil
+}
+
+// fallbackReason is the reason of the newest resume event, for errors.
+func (r *run) fallbackReason(ctx context.Context) string {
+	evs, err := r.c.Events(ctx, r.app, r.id)
+	if err != nil {
+		return err.Error()
+	}
+	if ev, ok := newest(evs, "resume", "started"); ok {
+		return fmt.Sprint(ev.Request["reason"])
+	}
+	return "no resume event"
+}
+
+// newest is the latest event of a type and status.
+func newest(evs []model.Event, typ, status string) (model.Event, bool) {
+	var best model.Event
+	found := false
+	for _, ev := range evs {
+		if ev.Type == typ && ev.Status == status && (!found || ev.Timestamp > best.Timestamp) {
+			best, found = ev, true
+		}
+	}
+	return best, found
+}
+
+// durations picks an event's top-level *_ms numbers (clock_* are skews, not
+// durations, and are left out).
+func durations(details map[string]any) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range details {
+		f, ok := v.(float64)
+		if ok && strings.HasSuffix(k, "_ms") && !strings.HasPrefix(k, "clock_") {
+			out[k] = f
+		}
+	}
+	return out
+}
+
+// diskUsage adds up the blocks and the sizes of the regular files under dir.
+func diskUsage(dir string) (blocks, apparent int64, err error) {
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		apparent += info.Size()
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			blocks += st.Blocks * 512
+		}
+		return nil
+	})
+	return blocks, apparent, err
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
