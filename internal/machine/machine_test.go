@@ -707,7 +707,6 @@ func TestRecoveryChecksImageRestoredUnverified(t *testing.T) {
 	e.cfg.Fault = nil
 	e.restart() // the old manager's Close only lets go of logs and locks; sandboxes stay
 
-
 	e.wantState(mc.ID, model.StateStopped)
 	ev := e.lastEvent(mc.ID, "recover")
 	if !strings.Contains(fmt.Sprint(ev.Request["reason"]), "failed its check") {
