@@ -40,6 +40,7 @@ type Config struct {
 	NetworkRange         string // private range for machine addresses; "" disables networking
 	Proxy                proxy.Config
 	NoProxy              bool // run without the proxy
+	Pprof                bool // serve Go's runtime profiles at /debug/pprof/ on the API listeners
 	Logger               *slog.Logger
 	// Fault names a point where the daemon exits abruptly, for crash tests
 	// (TORPOR_FAULT); never set in production.
@@ -114,7 +115,11 @@ func Run(ctx context.Context, cfg Config) error {
 		proxyDone <- nil
 	}
 	log.Info("torpor daemon ready", "socket", cfg.Socket, "tcp", cfg.ListenTCP, "runtime", rt.Version())
-	err = serve(ctx, cfg, api.New(mgr, api.Config{Token: cfg.Token}, log), log)
+	var h http.Handler = api.New(mgr, api.Config{Token: cfg.Token}, log)
+	if cfg.Pprof {
+		h = withPprof(h, cfg.Token)
+	}
+	err = serve(ctx, cfg, h, log)
 	if perr := <-proxyDone; err == nil {
 		err = perr
 	}
