@@ -74,6 +74,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := rt.Close(); err != nil {
+			log.Warn("closing the runtime", "err", err)
+		}
+	}()
 	var px atomic.Pointer[proxy.Proxy]
 	self := &machineRef{} // the in-machine API needs the manager it is given to
 	gapi := guestapi.New(self, log.With("component", "guestapi"))

@@ -215,8 +215,10 @@ func (d *daemon) cleanup() {
 		exec.Command(runscPath, "--root", root, "kill", id, "KILL").Run()
 		exec.Command(runscPath, "--root", root, "delete", "--force", id).Run()
 	}
-	// runsc bind-mounts an empty network namespace here for --network=none.
-	syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH)
+	// The daemon pins the gofers' empty network namespace here and unmounts
+	// it when it stops; a crashed daemon leaves it (possibly stacked).
+	for syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH) == nil {
+	}
 }
 
 // counterConfig is a machine running the demo app (internal/demo/app.py).
