@@ -82,6 +82,28 @@ func TestSoak(t *testing.T) {
 	}
 	checkNetworkState(t, d.dataDir)
 	checkMemory(t, series)
+	checkDaemonLog(t, d.log())
+}
+
+// checkDaemonLog logs the daemon's warnings and fails on its errors: a
+// soak with no fault injected should cause neither.
+func checkDaemonLog(t *testing.T, log string) {
+	var warns, errs []string
+	for _, line := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(line, "level=ERROR"):
+			errs = append(errs, line)
+		case strings.Contains(line, "level=WARN"):
+			warns = append(warns, line)
+		}
+	}
+	t.Logf("daemon log: %d warnings, %d errors", len(warns), len(errs))
+	for _, l := range warns[:min(len(warns), 10)] {
+		t.Logf("  %s", l)
+	}
+	if len(errs) > 0 {
+		t.Errorf("the daemon logged %d errors, first: %s", len(errs), errs[0])
+	}
 }
 
 // soak is the state of one soak test.
