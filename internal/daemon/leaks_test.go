@@ -175,6 +175,27 @@ func procCPUTicks(pid int) int64 {
 	return u + s
 }
 
+// procChildTicks returns the CPU time, in clock ticks, of a process's
+// children it has waited for (cutime + cstime): for the daemon, its runsc
+// commands.
+func procChildTicks(pid int) int64 {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[13], 10, 64)
+	s, _ := strconv.ParseInt(f[14], 10, 64)
+	return u + s
+}
+
 // procStatus returns a numeric field of /proc/<pid>/status (kB for memory
 // fields), -1 if unknown.
 func procStatus(pid int, field string) int {

@@ -56,14 +56,20 @@ func TestSoak(t *testing.T) {
 
 	s.setUp(n, nClients)
 	s.measureHost()
-	mem := startMemSampler(d.cmd.Process.Pid, 2*time.Second)
-	cpu0 := procCPUTicks(d.cmd.Process.Pid)
+	pid := d.cmd.Process.Pid
+	mem := startMemSampler(d, 2*time.Second)
+	cpu0, children0 := procCPUTicks(pid), procChildTicks(pid)
 	begin := time.Now()
 	s.run(time.Now().Add(dur))
 	soakTime := time.Since(begin)
 	series := mem.stop()
-	t.Logf("soak: %d machines, %d clients, %s (asked %s); daemon CPU %.1f s",
-		n, nClients, soakTime.Round(time.Second), dur, float64(procCPUTicks(d.cmd.Process.Pid)-cpu0)/100)
+	daemonCPU := float64(procCPUTicks(pid)-cpu0) / 100
+	runscCPU := float64(procChildTicks(pid)-children0) / 100
+	sandboxCPU := mem.sandboxCPU()
+	t.Logf("soak: %d machines, %d clients, %s (asked %s); CPU seconds: daemon %.1f, runsc commands %.1f, sandboxes ≥ %.1f; "+
+		"%.2f cores on average; load average %s",
+		n, nClients, soakTime.Round(time.Second), dur, daemonCPU, runscCPU, sandboxCPU,
+		(daemonCPU+runscCPU+sandboxCPU)/soakTime.Seconds(), loadAvg())
 	s.stats.log(t, soakTime)
 	if t.Failed() {
 		return
@@ -512,14 +518,20 @@ type memSample struct {
 	rssKB, hwm int
 }
 
-// memSampler samples the daemon's VmRSS and VmHWM at an interval.
+// memSampler samples the daemon's VmRSS and VmHWM at an interval, and
+// the CPU time of the sandboxes' processes (which the daemon does not wait
+// for): the largest time seen of each, so a process's last interval is
+// missed.
 type memSampler struct {
 	done    chan struct{}
 	samples chan []memSample
+	mu      sync.Mutex
+	ticks   map[int]int64 // sandbox process → CPU ticks
 }
 
-func startMemSampler(pid int, every time.Duration) *memSampler {
-	m := &memSampler{done: make(chan struct{}), samples: make(chan []memSample, 1)}
+func startMemSampler(d *daemon, every time.Duration) *memSampler {
+	pid := d.cmd.Process.Pid
+	m := &memSampler{done: make(chan struct{}), samples: make(chan []memSample, 1), ticks: map[int]int64{}}
 	go func() {
 		begin := time.Now()
 		var out []memSample
@@ -527,6 +539,7 @@ func startMemSampler(pid int, every time.Duration) *memSampler {
 		defer tick.Stop()
 		for {
 			out = append(out, memSample{time.Since(begin), procStatus(pid, "VmRSS"), procStatus(pid, "VmHWM")})
+			m.sampleCPU(d.dataDir, pid)
 			select {
 			case <-m.done:
 				m.samples <- out
@@ -536,6 +549,27 @@ func startMemSampler(pid int, every time.Duration) *memSampler {
 		}
 	}()
 	return m
+}
+
+func (m *memSampler) sampleCPU(dataDir string, daemonPid int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range runscProcs(dataDir, daemonPid) {
+		if t := procCPUTicks(p); t > m.ticks[p] {
+			m.ticks[p] = t
+		}
+	}
+}
+
+// sandboxCPU returns the CPU seconds of the sandbox processes seen.
+func (m *memSampler) sandboxCPU() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var sum int64
+	for _, t := range m.ticks {
+		sum += t
+	}
+	return float64(sum) / 100
 }
 
 func (m *memSampler) stop() []memSample {
@@ -584,6 +618,14 @@ func medianRSS(s []memSample) int {
 	}
 	sort.Ints(v)
 	return v[len(v)/2]
+}
+
+// loadAvg returns the host's load averages, to tell a slow soak on a busy
+// host from a slow daemon.
+func loadAvg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(len(f), 3)], " ")
 }
 
 func envInt(t *testing.T, key string, def int) int {
