@@ -198,15 +198,20 @@ func (d *daemon) cleanup() {
 		d.t.Logf("daemon log:\n%s", d.log())
 	}
 	if d.running() {
-		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		ms, _ := d.c.ListMachines(c, d.app)
-		for _, m := range ms {
-			if err := d.c.Destroy(c, d.app, m.ID, true); err != nil {
-				d.t.Logf("cleanup: destroy %s: %v", m.ID, err)
+		// Every app, not only d.app: a test may create its own, and a
+		// machine left behind would leave its netns and links on the host.
+		apps, _ := d.c.ListApps(c)
+		for _, app := range apps {
+			ms, _ := d.c.ListMachines(c, app.Name)
+			for _, m := range ms {
+				if err := d.c.Destroy(c, app.Name, m.ID, true); err != nil {
+					d.t.Logf("cleanup: destroy %s: %v", m.ID, err)
+				}
 			}
+			d.c.DeleteApp(c, app.Name)
 		}
-		d.c.DeleteApp(c, d.app)
 		d.stop()
 	}
 	root := filepath.Join(d.dataDir, "runsc")
