@@ -30,7 +30,8 @@ import (
 // mounts, network namespaces and links, files, descriptors, goroutines) and
 // checks that stopped machines hold no process or mount and that destroying
 // everything returns every count to its baseline. It samples the daemon's
-// memory throughout and bounds its growth after a warm-up.
+// memory throughout and bounds its growth after a warm-up, and fails on any
+// error line in the daemon's log.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak test")
@@ -59,21 +60,7 @@ func TestSoak(t *testing.T) {
 
 	s.setUp(n, nClients)
 	s.measureHost()
-	pid := d.cmd.Process.Pid
-	mem := startMemSampler(d, 2*time.Second)
-	cpu0, children0 := procCPUTicks(pid), procChildTicks(pid)
-	begin := time.Now()
-	s.run(time.Now().Add(dur))
-	soakTime := time.Since(begin)
-	series := mem.stop()
-	daemonCPU := float64(procCPUTicks(pid)-cpu0) / 100
-	runscCPU := float64(procChildTicks(pid)-children0) / 100
-	sandboxCPU := mem.sandboxCPU()
-	t.Logf("soak: %d machines, %d clients, %s (asked %s); CPU seconds: daemon %.1f, runsc commands %.1f, sandboxes ≥ %.1f; "+
-		"%.2f cores on average; load average %s",
-		n, nClients, soakTime.Round(time.Second), dur, daemonCPU, runscCPU, sandboxCPU,
-		(daemonCPU+runscCPU+sandboxCPU)/soakTime.Seconds(), loadAvg())
-	s.stats.log(t, soakTime)
+	series := s.runMeasured(n, nClients, dur)
 	if !t.Failed() { // else machines may be in any state
 		stopped := s.settledCount(func(c hostCounts) bool { return c.Procs == base.Procs && c.Mounts == base.Mounts })
 		t.Logf("all stopped:         %v", stopped)
@@ -90,6 +77,27 @@ func TestSoak(t *testing.T) {
 	checkNetworkState(t, d.dataDir)
 	checkMemory(t, series)
 	checkDaemonLog(t, d.log())
+}
+
+// runMeasured runs the soak for dur and logs its operations and CPU use;
+// it returns the daemon's memory samples.
+func (s *soak) runMeasured(n, nClients int, dur time.Duration) []memSample {
+	pid := s.d.cmd.Process.Pid
+	mem := startMemSampler(s.d, 2*time.Second)
+	cpu0, children0 := procCPUTicks(pid), procChildTicks(pid)
+	begin := time.Now()
+	s.run(time.Now().Add(dur))
+	soakTime := time.Since(begin)
+	series := mem.stop()
+	daemonCPU := float64(procCPUTicks(pid)-cpu0) / 100
+	runscCPU := float64(procChildTicks(pid)-children0) / 100
+	sandboxCPU := mem.sandboxCPU()
+	s.t.Logf("soak: %d machines, %d clients, %s (asked %s); CPU seconds: daemon %.1f, runsc commands %.1f, sandboxes ≥ %.1f; "+
+		"%.2f cores on average; load average %s",
+		n, nClients, soakTime.Round(time.Second), dur, daemonCPU, runscCPU, sandboxCPU,
+		(daemonCPU+runscCPU+sandboxCPU)/soakTime.Seconds(), loadAvg())
+	s.stats.log(s.t, soakTime)
+	return series
 }
 
 // checkDaemonLog logs the daemon's warnings and fails on its errors: a
