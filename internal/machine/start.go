@@ -166,6 +166,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	begin := time.Now()
 	snap, dir, err := m.claim(mc)
 	if err != nil {
+		m.log.Warn("resume falls back to a cold start", "machine", mc.ID, "reason", err)
 		_, cerr := m.coldStart(ctx, mc, err.Error())
 		return false, cerr
 	}
@@ -178,6 +179,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	if err != nil {
 		m.rt.Kill(context.Background(), sandboxID(mc.ID))
 		snapshot.Remove(snap.Dir)
+		m.log.Warn("resume falls back to a cold start", "machine", mc.ID, "reason", "restore failed: "+err.Error())
 		_, cerr := m.coldStart(ctx, mc, "restore failed: "+err.Error())
 		return false, cerr
 	}
