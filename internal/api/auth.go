@@ -38,6 +38,10 @@ func WithLocalAdmin(ctx context.Context) context.Context {
 	return context.WithValue(ctx, localKey, true)
 }
 
+// IsLocalAdmin reports whether ctx is that of a request on the local admin
+// socket (see WithLocalAdmin).
+func IsLocalAdmin(ctx context.Context) bool { return isLocal(ctx) }
+
 func isLocal(ctx context.Context) bool {
 	v, _ := ctx.Value(localKey).(bool)
 	return v

@@ -63,6 +63,7 @@ daemon adopts them.`,
 	f.DurationVar(&cfg.Proxy.IdleTimeout, "proxy-idle-timeout", 5*time.Minute, "how long a machine must be idle before autostop stops or suspends it")
 	f.DurationVar(&cfg.Proxy.CheckInterval, "proxy-check-interval", 15*time.Second, "how often the proxy looks for idle machines")
 	f.DurationVar(&cfg.Proxy.WakeTimeout, "proxy-wake-timeout", 30*time.Second, "how long a request waits for a machine to wake before a 503")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's runtime profiles at /debug/pprof/ on the admin socket (for diagnosis)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

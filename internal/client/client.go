@@ -86,6 +86,10 @@ func (c *Client) unix(path string) (*Client, error) {
 	return c, nil
 }
 
+// CloseIdleConnections closes the client's kept-alive connections to the
+// daemon that no request is using.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // okAnswer is the answer of operations that return nothing else.
 type okAnswer struct {
 	OK bool `json:"ok"`

@@ -44,6 +44,7 @@ type Config struct {
 	NetworkRange         string // private range for machine addresses; "" disables networking
 	Proxy                proxy.Config
 	NoProxy              bool // run without the proxy
+	Pprof                bool // serve Go's runtime profiles at /debug/pprof/ on the API listeners
 	Logger               *slog.Logger
 	// Fault arms fault points for crash tests (TORPOR_FAULT, see fault.go);
 	// never set in production.
@@ -78,6 +79,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := rt.Close(); err != nil {
+			log.Warn("closing the runtime", "err", err)
+		}
+	}()
 	var px atomic.Pointer[proxy.Proxy]
 	self := &machineRef{} // the in-machine API needs the manager it is given to
 	gapi := guestapi.New(self, log.With("component", "guestapi"))
@@ -120,7 +126,10 @@ func Run(ctx context.Context, cfg Config) error {
 		proxyDone <- nil
 	}
 	log.Info("torpor daemon ready", "socket", cfg.Socket, "tcp", cfg.ListenTCP, "runtime", rt.Version())
-	h := api.New(mgr, api.Config{Tokens: auth.New(st, nil)}, log)
+	var h http.Handler = api.New(mgr, api.Config{Tokens: auth.New(st, nil)}, log)
+	if cfg.Pprof {
+		h = withPprof(h)
+	}
 	err = serve(ctx, cfg, h, log)
 	if perr := <-proxyDone; err == nil {
 		err = perr

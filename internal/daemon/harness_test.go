@@ -208,15 +208,20 @@ func (d *daemon) cleanup() {
 		d.t.Logf("daemon log:\n%s", d.log())
 	}
 	if d.running() {
-		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		ms, _ := d.c.ListMachines(c, d.app)
-		for _, m := range ms {
-			if err := d.c.Destroy(c, d.app, m.ID, true); err != nil {
-				d.t.Logf("cleanup: destroy %s: %v", m.ID, err)
+		// Every app, not only d.app: a test may create its own, and a
+		// machine left behind would leave its netns and links on the host.
+		apps, _ := d.c.ListApps(c)
+		for _, app := range apps {
+			ms, _ := d.c.ListMachines(c, app.Name)
+			for _, m := range ms {
+				if err := d.c.Destroy(c, app.Name, m.ID, true); err != nil {
+					d.t.Logf("cleanup: destroy %s: %v", m.ID, err)
+				}
 			}
+			d.c.DeleteApp(c, app.Name)
 		}
-		d.c.DeleteApp(c, d.app)
 		d.stop()
 	}
 	root := filepath.Join(d.dataDir, "runsc")
@@ -225,8 +230,10 @@ func (d *daemon) cleanup() {
 		exec.Command(runscPath, "--root", root, "kill", id, "KILL").Run()
 		exec.Command(runscPath, "--root", root, "delete", "--force", id).Run()
 	}
-	// runsc bind-mounts an empty network namespace here for --network=none.
-	syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH)
+	// The daemon pins the gofers' empty network namespace here and unmounts
+	// it when it stops; a crashed daemon leaves it (possibly stacked).
+	for syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH) == nil {
+	}
 }
 
 // counterConfig is a machine running the demo app (internal/demo/app.py).

@@ -124,8 +124,8 @@ func newRuntime(t *testing.T) *gvisor.Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// runsc bind-mounts an empty network namespace at <root>/null-netns.
-	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(root, "null-netns"), unix.MNT_DETACH) })
+	// Close unmounts the empty network namespace at <root>/null-netns.
+	t.Cleanup(func() { _ = rt.Close() })
 	return rt
 }
 

@@ -174,6 +174,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	begin := time.Now()
 	snap, dir, seal, err := m.claim(mc)
 	if err != nil {
+		m.log.Warn("resume falls back to a cold start", "machine", mc.ID, "reason", err)
 		_, cerr := m.coldStart(ctx, mc, err.Error())
 		return false, cerr
 	}
@@ -226,6 +227,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 // failed its check, or the restore itself failed) and cold-starts the
 // machine instead, giving reason.
 func (m *Manager) abandonRestore(ctx context.Context, mc model.Machine, snap model.Snapshot, reason string) error {
+	m.log.Warn("resume falls back to a cold start", "machine", mc.ID, "reason", reason)
 	m.rt.Kill(context.Background(), sandboxID(mc.ID))
 	snapshot.Remove(snap.Dir)
 	_, err := m.coldStart(ctx, mc, reason)

@@ -87,8 +87,16 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := pinNullNetns(cfg.RootDir); err != nil {
+		return nil, err
+	}
 	return &Runtime{cfg: cfg, version: version}, nil
 }
+
+// Close releases what the driver holds on the host outside sandboxes (the
+// null network namespace mount, see nullNetnsFile). Sandboxes keep running;
+// a Runtime made by New again adopts them.
+func (r *Runtime) Close() error { return unpinNullNetns(r.cfg.RootDir) }
 
 // Name returns "gvisor".
 func (r *Runtime) Name() string { return "gvisor" }

@@ -67,9 +67,9 @@ func newTestRuntime(tb testing.TB) *Runtime {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// runsc bind-mounts the gofers' empty network namespace at
-	// <root>/null-netns; unmount it so that the temp dir can be removed.
-	tb.Cleanup(func() { _ = unix.Unmount(filepath.Join(root, "null-netns"), unix.MNT_DETACH) })
+	// Close unmounts the gofers' empty network namespace at
+	// <root>/null-netns, so that the temp dir can be removed.
+	tb.Cleanup(func() { _ = rt.Close() })
 	return rt
 }
 
