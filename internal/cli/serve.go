@@ -54,7 +54,7 @@ daemon adopts them.`,
 	f.StringVar(&cfg.RunDir, "run-dir", "/run/torpor", "directory for in-machine API sockets (short paths)")
 	f.StringVar(&cfg.ListenTCP, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:4280")
 	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary")
-	f.BoolVar(&cfg.BackgroundRestore, "restore-background", true, "resume machines before all their memory is loaded; pages the app touches first are loaded first (runsc restore --background)")
+	f.BoolVar(&cfg.BackgroundRestore, "restore-background", false, "let runsc restore return before a machine's memory is loaded (runsc restore --background); slower on 2-core hosts, see docs/benchmarks.md")
 	f.BoolVar(&cfg.SyncSnapshots, "sync-snapshots", false, "flush each snapshot to disk before reporting the machine suspended (default: right after; a host crash in between costs the snapshot, and the next start cold-starts)")
 	f.IntVar(&cfg.SuspendMemoryLimitMB, "suspend-memory-limit-mb", 2048, "largest guest memory_mb that may be suspended")
 	f.StringVar(&cfg.NetworkRange, "network-range", "10.213.0.0/16", "private range for machine addresses (empty: machines get loopback only)")

@@ -27,6 +27,10 @@ func (m *Manager) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Images of resumed machines the dead daemon had not finished deleting.
+	if err := os.RemoveAll(m.trashDir()); err != nil {
+		m.log.Error("empty the trash", "dir", m.trashDir(), "err", err)
+	}
 	for _, mc := range ms {
 		if mc.State == model.StateDestroyed {
 			continue

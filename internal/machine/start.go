@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
@@ -183,7 +184,13 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	// the app stays frozen until afterRestore, so nothing runs on what the
 	// check has not passed yet, and a mismatch throws the sandbox away.
 	verified := make(chan error, 1)
-	go func() { verified <- snapshot.VerifyFiles(dir, seal) }()
+	var verifyTook time.Duration
+	go func() {
+		t := time.Now()
+		err := snapshot.VerifyFiles(dir, seal)
+		verifyTook = time.Since(t)
+		verified <- err
+	}()
 	spec, err := m.prepare(ctx, mc)
 	prepared := time.Now()
 	if err == nil {
@@ -195,6 +202,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		m.fault("resume/after-restore", mc.ID)
 	}
 	verr := <-verified
+	waited := time.Since(restored)
 	switch {
 	case verr != nil:
 		return false, m.abandonRestore(ctx, mc, snap, verr.Error())
@@ -203,12 +211,11 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	}
 	m.supervise(mc.ID)
 	m.fault("resume/after-verify", mc.ID)
-	snapshot.Remove(snap.Dir)
-	m.fault("resume/after-remove-image", mc.ID)
+	m.discardRestoredImage(snap.Dir)
 	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
 		"restore_ms": time.Since(begin).Milliseconds(), "claim_ms": claimed.Sub(begin).Milliseconds(),
 		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": restored.Sub(prepared).Milliseconds(),
-		"verify_wait_ms": time.Since(restored).Milliseconds()}
+		"verify_ms": verifyTook.Milliseconds(), "verify_wait_ms": waited.Milliseconds()}
 	// The machine stays starting until the app has been told it was
 	// resumed (post_resume may have to make it ready, e.g. reload a model).
 	evs := m.afterRestore(ctx, mc, snap, details)
@@ -221,6 +228,22 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		m.fault("resume/after-commit-started", mc.ID)
 	}
 	return true, err
+}
+
+// discardRestoredImage deletes the image a machine was just restored from
+// without making the resume wait: deleting 75 MB took 15 ms here. The image
+// is moved to the trash at once (so the machine's snapshot directory only
+// ever holds images that may still be restored) and deleted from there in
+// the background; recovery empties the trash. The claim already makes sure
+// the image is never restored again.
+func (m *Manager) discardRestoredImage(dir string) {
+	claimed := snapshot.ClaimedDir(dir)
+	trash := filepath.Join(m.trashDir(), filepath.Base(filepath.Dir(filepath.Dir(dir)))+"-"+filepath.Base(dir))
+	if os.MkdirAll(m.trashDir(), 0o700) != nil || os.Rename(claimed, trash) != nil {
+		snapshot.Remove(dir) // e.g. snapshots on another file system
+		return
+	}
+	go os.RemoveAll(trash)
 }
 
 // abandonRestore throws away a restore that must not go on (the image

@@ -51,8 +51,11 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir strin
 // restoreArgs returns the arguments of "runsc restore".
 //
 // With Config.BackgroundRestore, --background: runsc returns before all
-// pages are loaded and keeps loading them in the sandbox afterwards, so a
-// restore costs about the same for 64 MiB as for 1 GiB. The costs: a failure
+// pages are loaded and keeps loading them in the sandbox afterwards. On a
+// 2-core host it is slower end to end, though: the loading then competes
+// with the clock check, the thaw and the app's first answer (resume to first
+// byte, p50 of 8: 313 vs 267 ms at 64 MiB, 1571 vs 1213 ms at 1 GiB), so it
+// is off by default. Its other costs: a failure
 // to load pages is no longer reported by Restore (the sandbox dies later and
 // its supervisor sees the exit), and it only works on uncompressed images.
 // The image files may be deleted once Restore returns: runsc opened them
