@@ -21,8 +21,10 @@ import (
 // hookApp serves, on :8080, what it knows of its resumes: the generation
 // file, the marker file its hooks append to, the generation file as read by
 // each SIGUSR2 handler call, and its boot generation from the environment.
-// With CLOCK_PORT set it also sends "seq wall-time" to that UDP port of its
-// gateway (the host) every millisecond.
+// With CLOCK_PORT set it also sends "seq wall-time" from UDP port 9099 to
+// that UDP port of its gateway (the host) every millisecond. The host's
+// firewall only lets in replies to what the host sent, so the test first
+// sends a datagram to the machine's port 9099 (see clockListener.open).
 const hookApp = `
 import http.server, json, os, signal, socket, threading, time
 
@@ -39,6 +41,7 @@ signal.signal(signal.SIGUSR2, lambda *_: signals.append(read("/run/torpor/genera
 def clock(port):
     gateway = os.environ["FLY_PRIVATE_IP"].rsplit(".", 1)[0] + ".1"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 9099))
     n = 0
     while True:
         n += 1
@@ -285,8 +288,28 @@ func (s clockSample) skew() time.Duration { return s.app.Sub(s.recv) }
 // clockListener collects hookApp's clock datagrams.
 type clockListener struct {
 	conn    *net.UDPConn
+	machine *net.UDPAddr // where open sends to; nil before
 	mu      sync.Mutex
 	samples []clockSample
+}
+
+// open lets the machine at ip send to the listener through the host's
+// firewall: a datagram from the listener to the app's clock port makes the
+// app's datagrams replies of a flow the host started.
+func (l *clockListener) open(ip string) {
+	l.mu.Lock()
+	l.machine = &net.UDPAddr{IP: net.ParseIP(ip), Port: 9099}
+	l.mu.Unlock()
+	l.hello()
+}
+
+func (l *clockListener) hello() {
+	l.mu.Lock()
+	to := l.machine
+	l.mu.Unlock()
+	if to != nil {
+		l.conn.WriteToUDP([]byte("hello"), to)
+	}
 }
 
 func listenClock(t *testing.T) *clockListener {
@@ -359,6 +382,7 @@ func (l *clockListener) waitSamples(tb testing.TB, t time.Time, n int) []clockSa
 		if time.Now().After(deadline) {
 			tb.Fatalf("only %d clock samples after 30s", len(l.since(t)))
 		}
+		l.hello() // keeps the flow known to conntrack
 		time.Sleep(10 * time.Millisecond)
 	}
 }
@@ -387,6 +411,7 @@ func TestClockRightAfterResume(t *testing.T) {
 	d := newDaemon(t)
 	l := listenClock(t)
 	m := d.create(hookConfig(nil, map[string]string{"CLOCK_PORT": strconv.Itoa(l.port())}))
+	l.open(m.PrivateIP)
 	steady := l.waitSamples(t, time.Now(), 500)
 	t.Logf("while running: median skew %v over %d samples", medianSkew(steady), len(steady))
 
