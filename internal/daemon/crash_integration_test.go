@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -145,8 +146,54 @@ func (r *crashRig) killSandboxAt(p machine.FaultPoint, delay time.Duration) erro
 	}
 	d.run("TORPOR_FAULT=" + rule)
 	err := r.operate(p.Op)
+	d.waitKilledSandboxGone()
 	r.waitRest()
 	return err
+}
+
+// killedPID finds the pid in a "fault: killed the sandbox" log line.
+var killedPID = regexp.MustCompile(`msg="fault: killed the sandbox".* pid=(\d+)`)
+
+// waitKilledSandboxGone waits, if the running daemon's fault fired, until
+// it has killed the sandbox (a delayed kill comes after the operation
+// returned) and the process has exited: SIGKILL takes a moment to bring
+// down a multi-threaded process, and until then the machine looks at rest
+// with a running sandbox although its supervisor is about to see it die.
+func (d *daemon) waitKilledSandboxGone() {
+	d.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var pid int
+	for pid == 0 {
+		log := d.log()
+		log = log[max(0, strings.LastIndex(log, "torpor daemon ready")):]
+		if !strings.Contains(log, "action=kill-sandbox") {
+			return // the point was not reached
+		}
+		if m := killedPID.FindAllStringSubmatch(log, -1); len(m) > 0 {
+			pid, _ = strconv.Atoi(m[len(m)-1][1])
+			break
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatal("the fault reached its point but never killed the sandbox")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("killed sandbox process %d still alive after 30s", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// processAlive reports whether pid runs (not gone, not a zombie).
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
 
 // resting reports whether a state is one no operation is in the middle of.
@@ -199,12 +246,7 @@ func (d *daemon) sandboxRunning(id string) bool {
 	if !strings.Contains(string(out), `"status": "running"`) || pid <= 0 {
 		return false
 	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+	return processAlive(pid)
 }
 
 // statePID reads the sandbox pid from the output of runsc state.
