@@ -31,7 +31,7 @@ type machineExec struct {
 func (x *machineExec) exec(ctx context.Context, id string, args []string) ([]byte, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(args) == 5 && args[2] == generationScript {
+	if len(args) == 5 && (args[2] == generationScript || args[2] == frozenGenerationScript) {
 		x.generations = append(x.generations, args[4])
 		now := time.Now().Add(x.skew)
 		return fmt.Appendf(nil, "%d.%09d\n", now.Unix(), now.Nanosecond()), nil

@@ -227,7 +227,7 @@ func (m *Manager) notify(id string) {
 // machineDir is where everything of one machine lives on disk.
 func (m *Manager) machineDir(id string) string { return filepath.Join(m.cfg.DataDir, "machines", id) }
 func (m *Manager) bundleDir(id string) string  { return filepath.Join(m.machineDir(id), "bundle") }
-func (m *Manager) trashDir() string { return filepath.Join(m.cfg.DataDir, "trash") }
+func (m *Manager) trashDir() string            { return filepath.Join(m.cfg.DataDir, "trash") }
 func (m *Manager) snapshotsDir(id string) string {
 	return filepath.Join(m.machineDir(id), "snapshots")
 }
