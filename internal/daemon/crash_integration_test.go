@@ -188,12 +188,8 @@ func (d *daemon) waitKilledSandboxGone() {
 
 // processAlive reports whether pid runs (not gone, not a zombie).
 func processAlive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+	f := procStat(pid)
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
 // resting reports whether a state is one no operation is in the middle of.

@@ -137,18 +137,35 @@ func runscProcs(dataDir string, daemonPid int) []int {
 	return out
 }
 
-// procPPid returns a process's parent pid (0 if unknown).
-func procPPid(pid int) int {
+// procStat returns the fields of /proc/<pid>/stat after the command name
+// (state, ppid, ...: field 3 onwards of proc(5)), nil if the process is gone.
+// The name may hold spaces and parentheses, so it is skipped by its last ')'.
+func procStat(pid int) []string {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return nil
 	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
+}
+
+// procStatSum returns the sum of two numeric fields of procStat (0 if unknown).
+func procStatSum(pid, a, b int) int64 {
+	f := procStat(pid)
+	if len(f) <= max(a, b) {
 		return 0
 	}
-	f := strings.Fields(string(stat[i+1:]))
+	x, _ := strconv.ParseInt(f[a], 10, 64)
+	y, _ := strconv.ParseInt(f[b], 10, 64)
+	return x + y
+}
+
+// procPPid returns a process's parent pid (0 if unknown).
+func procPPid(pid int) int {
+	f := procStat(pid)
 	if len(f) < 2 {
 		return 0
 	}
@@ -157,44 +174,12 @@ func procPPid(pid int) int {
 }
 
 // procCPUTicks returns a process's user+system CPU time in clock ticks.
-func procCPUTicks(pid int) int64 {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
-}
+func procCPUTicks(pid int) int64 { return procStatSum(pid, 11, 12) }
 
 // procChildTicks returns the CPU time, in clock ticks, of a process's
 // children it has waited for (cutime + cstime): for the daemon, its runsc
 // commands.
-func procChildTicks(pid int) int64 {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 15 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[13], 10, 64)
-	s, _ := strconv.ParseInt(f[14], 10, 64)
-	return u + s
-}
+func procChildTicks(pid int) int64 { return procStatSum(pid, 13, 14) }
 
 // procStatus returns a numeric field of /proc/<pid>/status (kB for memory
 // fields), -1 if unknown.
