@@ -76,13 +76,16 @@ func (r *Runtime) restoreArgs(spec runtime.Spec, imageDir string) []string {
 // was half-created is deleted.
 func (r *Runtime) startSandbox(ctx context.Context, spec runtime.Spec, sub string, args ...string) error {
 	// Refuse an existing ID up front: the cleanup after a failure below
-	// would otherwise delete a sandbox that is not ours to delete.
-	st, err := r.state(ctx, spec.ID)
-	if err != nil {
-		return err
-	}
-	if st != nil {
-		return fmt.Errorf("gvisor: %s %s: sandbox already exists (%s)", sub, spec.ID, st.Status)
+	// would otherwise delete a sandbox that is not ours to delete. Kill
+	// may just have made sure there is none.
+	if !r.takeGone(spec.ID) {
+		st, err := r.state(ctx, spec.ID)
+		if err != nil {
+			return err
+		}
+		if st != nil {
+			return fmt.Errorf("gvisor: %s %s: sandbox already exists (%s)", sub, spec.ID, st.Status)
+		}
 	}
 	console, err := openConsole(spec.Console)
 	if err != nil {
@@ -247,6 +250,7 @@ func (r *Runtime) Kill(ctx context.Context, id string) error {
 		return err
 	}
 	if st == nil {
+		r.markGone(id)
 		return nil
 	}
 	// A paused sandbox would only see the signal once resumed: delete it
@@ -263,5 +267,6 @@ func (r *Runtime) Kill(ctx context.Context, id string) error {
 	if _, err := r.run(ctx, "delete", "--force", id); err != nil && !isNotExist(err) {
 		return err
 	}
+	r.markGone(id)
 	return nil
 }
