@@ -192,15 +192,6 @@ func processAlive(pid int) bool {
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
-// resting reports whether a state is one no operation is in the middle of.
-func resting(s model.State) bool {
-	switch s {
-	case model.StateCreated, model.StateStarted, model.StateStopped, model.StateSuspended, model.StateDestroyed:
-		return true
-	}
-	return false
-}
-
 // waitRest waits until the machine is at rest and its sandbox agrees: a
 // killed sandbox under a started machine is noticed by its supervisor.
 func (r *crashRig) waitRest() {
@@ -220,7 +211,7 @@ func (r *crashRig) waitRest() {
 
 func (r *crashRig) unrested() string {
 	m := r.d.get(r.id)
-	if !resting(m.State) {
+	if !m.State.Settled() {
 		return "machine is " + string(m.State)
 	}
 	running := r.d.sandboxRunning(r.id)

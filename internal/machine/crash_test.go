@@ -445,15 +445,6 @@ func (w *crashWorld) targetedOp(ctx context.Context) bool {
 	return false
 }
 
-// transitional states are those an operation passes through.
-func transitional(s model.State) bool {
-	switch s {
-	case model.StateCreated, model.StateStarted, model.StateStopped, model.StateSuspended, model.StateDestroyed:
-		return false
-	}
-	return true
-}
-
 // settle waits (boundedly) until every machine is in a resting state whose
 // sandbox agrees with it: a sandbox killed under a started machine is
 // noticed by its supervisor, which stops (and maybe restarts) the machine.
@@ -476,7 +467,7 @@ func (w *crashWorld) unsettled() string {
 		return fmt.Sprintf("machine %s has an operation in progress", id)
 	}
 	for _, mc := range w.machines() {
-		if transitional(mc.State) {
+		if !mc.State.Settled() {
 			return fmt.Sprintf("machine %s is %s", mc.ID, mc.State)
 		}
 		st, _ := w.rt.State(context.Background(), sandboxID(mc.ID))

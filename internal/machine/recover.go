@@ -49,7 +49,8 @@ func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
 	}
 	defer unlock()
 	err = m.reconcile(ctx, mc)
-	if err != nil && !atRest(mc.State) && mc.State != model.StateDestroying {
+	// A destroying machine is not settled, but a destroy can always be retried.
+	if err != nil && !mc.State.Settled() && mc.State != model.StateDestroying {
 		// Never leave a machine in the middle of an operation nobody is
 		// running any more (a sandbox can vanish while it is adopted, e.g.
 		// when a checkpoint the dead daemon started completes): stop it.
@@ -58,16 +59,6 @@ func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
 		}
 	}
 	return err
-}
-
-// atRest reports whether no operation is in the middle of state s. A
-// destroying machine is not at rest, but a destroy can always be retried.
-func atRest(s model.State) bool {
-	switch s {
-	case model.StateCreated, model.StateStarted, model.StateStopped, model.StateSuspended, model.StateDestroyed:
-		return true
-	}
-	return false
 }
 
 // reconcile brings one machine in line with its sandbox.
