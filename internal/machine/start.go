@@ -211,7 +211,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	}
 	m.supervise(mc.ID)
 	m.fault("resume/after-verify", mc.ID)
-	m.discardRestoredImage(snap.Dir)
+	m.discardRestoredImage(mc.ID, snap.Dir)
 	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
 		"restore_ms": time.Since(begin).Milliseconds(), "claim_ms": claimed.Sub(begin).Milliseconds(),
 		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": restored.Sub(prepared).Milliseconds(),
@@ -236,9 +236,9 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 // ever holds images that may still be restored) and deleted from there in
 // the background; recovery empties the trash. The claim already makes sure
 // the image is never restored again.
-func (m *Manager) discardRestoredImage(dir string) {
+func (m *Manager) discardRestoredImage(id, dir string) {
 	claimed := snapshot.ClaimedDir(dir)
-	trash := filepath.Join(m.trashDir(), filepath.Base(filepath.Dir(filepath.Dir(dir)))+"-"+filepath.Base(dir))
+	trash := filepath.Join(m.trashDir(), id+"-"+filepath.Base(dir))
 	if os.MkdirAll(m.trashDir(), 0o700) != nil || os.Rename(claimed, trash) != nil {
 		snapshot.Remove(dir) // e.g. snapshots on another file system
 		return
