@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what torpor needs on a fresh Debian 12 machine (run as root):
-# Debian packages, the pinned runsc, and the cached test/demo root filesystem.
+# Debian packages, the pinned runsc, the cached test/demo root filesystem and
+# the S3 server (SeaweedFS) the cluster tests use.
 # Every step is cached: running it again does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,12 @@ if ! command -v go >/dev/null; then
   fi
 fi
 
+# docker-registry (the CNCF distribution server) and apache2-utils
+# (htpasswd) run the local registry that the image tests and benchmarks
+# pull from.
 need=()
-for pkg in debootstrap iproute2 ca-certificates; do
+# chromium: the dashboard's browser test (internal/daemon, TestDashboardInBrowser).
+for pkg in debootstrap iproute2 ca-certificates e2fsprogs util-linux chromium docker-registry apache2-utils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -25,3 +30,4 @@ fi
 
 scripts/install-runsc.sh
 scripts/build-rootfs.sh
+scripts/install-seaweedfs.sh # the S3 server of the cluster tests

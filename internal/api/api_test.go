@@ -18,10 +18,11 @@ import (
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// env is a handler over a fake, with helpers to call it.
+// env is a handler over the real machine lifecycle on the fake runtime,
+// with helpers to call it.
 type env struct {
 	t     *testing.T
-	fake  *apitest.Fake
+	mgr   *apitest.Manager
 	h     http.Handler
 	local bool   // requests come over the local admin socket
 	token string // bearer token of requests, if any
@@ -30,13 +31,12 @@ type env struct {
 // newEnv returns an env whose requests come over the local admin socket.
 func newEnv(t *testing.T, cfg api.Config) *env {
 	t.Helper()
-	fake := apitest.NewFake()
-	return &env{t: t, fake: fake, h: api.New(fake, cfg, nil), local: true}
+	mgr := apitest.NewManager(t, nil)
+	return &env{t: t, mgr: mgr, h: api.New(mgr, cfg, nil), local: true}
 }
 
-// do sends a request and returns the status and the body.
-func (e *env) do(method, path, body string) (int, string) {
-	e.t.Helper()
+// serve sends a request as e's caller and returns the recorded answer.
+func (e *env) serve(method, path, body string) *httptest.ResponseRecorder {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -50,6 +50,13 @@ func (e *env) do(method, path, body string) (int, string) {
 	}
 	rec := httptest.NewRecorder()
 	e.h.ServeHTTP(rec, req)
+	return rec
+}
+
+// do sends a request and returns the status and the body.
+func (e *env) do(method, path, body string) (int, string) {
+	e.t.Helper()
+	rec := e.serve(method, path, body)
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		e.t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
 	}
@@ -95,7 +102,7 @@ func (e *env) machine() model.Machine {
 	e.t.Helper()
 	e.must("POST", "/v1/apps", `{"app_name":"web","org_slug":"personal"}`, 201, nil)
 	var m model.Machine
-	e.must("POST", "/v1/apps/web/machines", `{"name":"one","config":{"image":"/rootfs","guest":{"memory_mb":256}}}`, 200, &m)
+	e.must("POST", "/v1/apps/web/machines", `{"name":"one","config":{"image":"rootfs","init":{"exec":["/app"]},"guest":{"memory_mb":256}}}`, 200, &m)
 	return m
 }
 
@@ -116,7 +123,7 @@ func TestApps(t *testing.T) {
 	}
 	e.must("GET", "/v1/apps/web", "", 200, &app)
 	e.wantError("POST", "/v1/apps", `{"app_name":"web"}`, 409, "already exists")
-	e.must("DELETE", "/v1/apps/web", "", 200, nil)
+	e.must("DELETE", "/v1/apps/web", "", 202, nil)
 	e.wantError("GET", "/v1/apps/web", "", 404, "not found")
 }
 
@@ -172,8 +179,8 @@ func TestMachineLifecycle(t *testing.T) {
 	e.must("POST", base+"/stop", "", 200, nil) // no body
 
 	var updated model.Machine
-	e.must("POST", base, `{"config":{"image":"/other"},"skip_launch":true}`, 200, &updated)
-	if updated.Config.Image != "/other" {
+	e.must("POST", base, `{"config":{"image":"other","init":{"exec":["/app"]}},"skip_launch":true}`, 200, &updated)
+	if updated.Config.Image != "other" {
 		t.Errorf("updated machine %+v", updated)
 	}
 
@@ -199,6 +206,12 @@ func TestMachineLifecycle(t *testing.T) {
 	e.must("POST", base+"/start", "", 200, nil)
 	e.wantError("DELETE", base, "", 409, "stop it first")
 	e.must("DELETE", base+"?force=true", "", 200, nil)
+	// As on Fly, a destroyed machine reads back destroyed until its app goes.
+	e.must("GET", base, "", 200, &got)
+	if got.State != model.StateDestroyed {
+		t.Errorf("destroyed machine reads %s", got.State)
+	}
+	e.must("DELETE", "/v1/apps/web", "", 202, nil)
 	e.wantError("GET", base, "", 404, "not found")
 }
 
@@ -217,13 +230,21 @@ func TestErrorKinds(t *testing.T) {
 	}
 	for _, c := range cases {
 		e := newEnv(t, api.Config{})
-		e.fake.Fail = func(string) error { return model.Errorf(c.kind, "boom %d", c.kind) }
+		e.h = api.New(failingApps{e.mgr, model.Errorf(c.kind, "boom %d", c.kind)}, api.Config{}, nil)
 		e.wantError("GET", "/v1/apps", "", c.status, "boom")
 	}
 	e := newEnv(t, api.Config{})
-	e.fake.Fail = func(string) error { return errors.New("plain failure") }
+	e.h = api.New(failingApps{e.mgr, errors.New("plain failure")}, api.Config{}, nil)
 	e.wantError("GET", "/v1/apps", "", 500, "plain failure")
 }
+
+// failingApps is the lifecycle with ListApps failing with err.
+type failingApps struct {
+	api.Machines
+	err error
+}
+
+func (f failingApps) ListApps(context.Context) ([]model.App, error) { return nil, f.err }
 
 func TestBodyValidation(t *testing.T) {
 	e := newEnv(t, api.Config{})
@@ -232,7 +253,9 @@ func TestBodyValidation(t *testing.T) {
 		body, want string
 	}{
 		{`{"config":{"image":"x","guest":{"memory_mb":"lots"}}}`, "config.guest.memory_mb: expected an integer in range, got string"},
-		{`{"config":{"image":"x","bogus":1}}`, `unknown field "bogus"`},
+		{`{"config":{"image":"x","bogus":1}}`, `unknown field "config.bogus"`},
+		{`{"config":{"image":"x","services":[{"internal_port":80,"ports":[{"port":80,"handler":["http"]}]}]}}`, `unknown field "config.services[0].ports[0].handler"`},
+		{`{"config":{"image":"x","dns":"8.8.8.8"}}`, "config.dns: expected an object"},
 		{`{"config":{"image":"x"}`, "unexpected end of input"},
 		{`{"config":{"image":"x"}} {}`, "unexpected data after the JSON value"},
 		{`{"config":{"image":x}}`, "invalid character"},
@@ -244,7 +267,7 @@ func TestBodyValidation(t *testing.T) {
 		e.wantError("POST", "/v1/apps/web/machines", c.body, 400, c.want)
 	}
 	e.wantError("POST", "/v1/apps", `{"app_name":"Web"}`, 400, "app_name")
-	e.wantError("POST", "/v1/apps", `{"app_name":"web","network":"x"}`, 400, `unknown field "network"`)
+	e.wantError("POST", "/v1/apps", `{"app_name":"web","netwrok":"x"}`, 400, `unknown field "netwrok"`)
 
 	big := `{"config":{"image":"` + strings.Repeat("x", 2<<20) + `"}}`
 	e.wantError("POST", "/v1/apps/web/machines", big, 413, "larger than")
@@ -294,7 +317,9 @@ func TestWaitStates(t *testing.T) {
 	// A wait sees a change that happens while it waits.
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		e.fake.SetState(m.ID, model.StateSuspended)
+		if err := e.mgr.Suspend(context.Background(), "web", m.ID); err != nil {
+			t.Error(err)
+		}
 	}()
 	e.must("GET", "/v1/apps/web/machines/"+m.ID+"/wait?state=suspended&timeout=5", "", 200, &ok)
 	if ok.State != model.StateSuspended {
@@ -302,14 +327,15 @@ func TestWaitStates(t *testing.T) {
 	}
 }
 
-// deadlineMachines is a fake whose Wait blocks until its context ends and
-// returns the bare context error, recording the deadline it was given.
+// deadlineMachines is the lifecycle with a WaitFor that blocks until its
+// context ends and returns the bare context error, recording the deadline
+// it was given.
 type deadlineMachines struct {
-	*apitest.Fake
+	api.Machines
 	deadline time.Time
 }
 
-func (d *deadlineMachines) Wait(ctx context.Context, app, id string, states []model.State) (model.Machine, error) {
+func (d *deadlineMachines) WaitFor(ctx context.Context, app, id string, opts model.WaitOptions) (model.Machine, error) {
 	d.deadline, _ = ctx.Deadline()
 	<-ctx.Done()
 	return model.Machine{}, ctx.Err()
@@ -319,15 +345,15 @@ func TestWaitTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, api.Config{})
 	m := e.machine()
-	// The fake answers a KindTimeout error.
+	// The lifecycle answers a KindTimeout error.
 	start := time.Now()
-	e.wantError("GET", "/v1/apps/web/machines/"+m.ID+"/wait?state=stopped&timeout=1", "", 408, "still started")
+	e.wantError("GET", "/v1/apps/web/machines/"+m.ID+"/wait?state=stopped&timeout=1", "", 408, "it is started")
 	if d := time.Since(start); d < time.Second || d > 5*time.Second {
 		t.Errorf("wait took %s, want about 1s", d)
 	}
 
 	// A bare context error after the deadline also answers 408.
-	d := &deadlineMachines{Fake: e.fake}
+	d := &deadlineMachines{Machines: e.mgr}
 	e.h = api.New(d, api.Config{}, nil)
 	start = time.Now()
 	e.wantError("GET", "/v1/apps/web/machines/"+m.ID+"/wait?state=stopped&timeout=1", "", 408, "timed out after 1s")
@@ -339,7 +365,7 @@ func TestWaitTimeout(t *testing.T) {
 func TestRequestLog(t *testing.T) {
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	h := apitest.Local(api.New(apitest.NewFake(), api.Config{}, logger))
+	h := apitest.Local(api.New(apitest.NewManager(t, nil), api.Config{}, logger))
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/apps/nope", nil))
 	line := buf.String()
 	for _, want := range []string{"method=GET", "path=/v1/apps/nope", "status=404", "duration=", "caller=local"} {

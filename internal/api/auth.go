@@ -33,7 +33,9 @@ const (
 // WithLocalAdmin marks ctx as the context of a connection to the local admin
 // socket, whose requests are trusted as admin without a token. Only the
 // daemon's listener code calls it (http.Server.ConnContext), from the kind of
-// connection itself: nothing a client sends can set it.
+// connection itself, and the dashboard, for the calls of a session that a
+// one-time link from the admin socket opened: nothing a client sends can
+// set it.
 func WithLocalAdmin(ctx context.Context) context.Context {
 	return context.WithValue(ctx, localKey, true)
 }
@@ -75,12 +77,13 @@ func withWho(ctx context.Context, who *string) context.Context {
 	return context.WithValue(ctx, whoKey, who)
 }
 
-// authenticate identifies the caller of every /v1 request: requests over the
-// local admin socket are admin; any other needs a valid bearer token, else it
-// is answered 401. Routes outside /v1 (/healthz) need nothing.
+// authenticate identifies the caller of every /v1 request and of /metrics:
+// requests over the local admin socket are admin; any other needs a valid
+// bearer token, else it is answered 401. Other routes (/healthz) need
+// nothing.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1" && !strings.HasPrefix(r.URL.Path, "/v1/") {
+		if r.URL.Path != "/v1" && !strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/metrics" {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -92,7 +95,11 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		if who, ok := r.Context().Value(whoKey).(*string); ok {
 			*who = c.String()
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey, c)))
+		ctx := context.WithValue(r.Context(), callerKey, c)
+		if !c.admin() {
+			ctx = model.AsTenant(ctx)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -32,8 +32,8 @@ func newAuthEnv(t *testing.T) *authEnv {
 	t.Cleanup(func() { st.Close() })
 	a := &authEnv{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
 	a.tokens = auth.New(st, func() time.Time { return a.now })
-	fake := apitest.NewFake()
-	a.env = &env{t: t, fake: fake, h: api.New(fake, api.Config{Tokens: a.tokens}, nil)}
+	mgr := apitest.NewManager(t, nil)
+	a.env = &env{t: t, mgr: mgr, h: api.New(mgr, api.Config{Tokens: a.tokens}, nil)}
 	return a
 }
 
@@ -98,13 +98,21 @@ func TestAppTokenScope(t *testing.T) {
 	a.as("", true)
 	a.must("POST", "/v1/apps", `{"app_name":"b"}`, 201, nil)
 	var mb model.Machine
-	a.must("POST", "/v1/apps/b/machines", `{"config":{"image":"/rootfs"}}`, 200, &mb)
+	a.must("POST", "/v1/apps/b/machines", `{"config":{"image":"rootfs","init":{"exec":["/app"]}}}`, 200, &mb)
 
-	a.as(a.newToken(model.CreateTokenRequest{Apps: []string{"a"}}), false)
+	appToken := a.newToken(model.CreateTokenRequest{Apps: []string{"a"}})
+	a.as(appToken, false)
 	a.must("POST", "/v1/apps", `{"app_name":"a"}`, 201, nil)
 	a.wantError("POST", "/v1/apps", `{"app_name":"c"}`, 403, `may only create the apps it is scoped to (a), not "c"`)
+	// A root filesystem directory on the host is the admin's option (issue
+	// 17, F5): the app token may run the machine the admin made of one.
+	a.wantError("POST", "/v1/apps/a/machines", `{"config":{"image":"rootfs","init":{"exec":["/app"]}}}`, 403,
+		`config.image "rootfs" is a root filesystem directory on the daemon's host, which only the admin may run`)
+	a.wantError("POST", "/v1/apps/a/machines", `{"config":{"image":"/usr","init":{"exec":["/bin/sh"]}}}`, 403, `config.image "/usr"`)
+	a.as("", true)
 	var ma model.Machine
-	a.must("POST", "/v1/apps/a/machines", `{"config":{"image":"/rootfs"}}`, 200, &ma)
+	a.must("POST", "/v1/apps/a/machines", `{"config":{"image":"rootfs","init":{"exec":["/app"]}}}`, 200, &ma)
+	a.as(appToken, false)
 	a.must("POST", "/v1/apps/a/machines/"+ma.ID+"/stop", "", 200, nil)
 	a.must("GET", "/v1/apps/a/machines/"+ma.ID+"/events", "", 200, nil)
 	var list struct {
@@ -123,8 +131,8 @@ func TestAppTokenScope(t *testing.T) {
 		{"POST", "/v1/apps/b/machines/" + mb.ID + "/stop"}, {"DELETE", "/v1/apps/b/machines/" + mb.ID},
 		{"GET", "/v1/apps/b/machines/" + mb.ID + "/logs"}, {"GET", "/v1/apps/b/machines/" + mb.ID + "/wait"},
 	} {
-		code, body := a.do(r[0], r[1], `{"config":{"image":"/rootfs"}}`)
-		code2, body2 := a.do(r[0], strings.Replace(r[1], "/apps/b", "/apps/zz", 1), `{"config":{"image":"/rootfs"}}`)
+		code, body := a.do(r[0], r[1], `{"config":{"image":"rootfs","init":{"exec":["/app"]}}}`)
+		code2, body2 := a.do(r[0], strings.Replace(r[1], "/apps/b", "/apps/zz", 1), `{"config":{"image":"rootfs","init":{"exec":["/app"]}}}`)
 		if code != 403 || code2 != 403 || strings.ReplaceAll(body2, "zz", "b") != body {
 			t.Errorf("%s %s: %d %s; for a missing app: %d %s", r[0], r[1], code, body, code2, body2)
 		}

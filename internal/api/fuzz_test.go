@@ -62,6 +62,37 @@ var handlerSeeds = []struct {
 	{"GET", "/v1/apps/{app}/machines/" + strings.Repeat("a", 65), ""},
 	{"GET", "/v1/apps/{app}/machines?bogus=1", ""},
 	{"PUT", "/v1/apps/{app}", ""},
+	// Fly's clients, as fly-go sends them.
+	{"POST", "/v1/apps?wait=true", `{"name":"fly-app","org_slug":"personal","network":"","app_role_id":""}`},
+	{"GET", "/v1/apps?org_slug=personal&app_role=postgres_cluster", ""},
+	{"POST", "/v1/apps/{app}/machines", `{"config":{"image":"base","init":{"cmd":["/app"]},"dns":{"skip_registration":true},` +
+		`"services":[{"internal_port":8080,"autostop":"stop","force_instance_key":null,"ports":[{"port":443,"handlers":["tls","http"],"tls_options":{"alpn":["h2"]}}]}]},` +
+		`"region":"ord","skip_secrets":false,"min_secrets_version":2,"lease_ttl":30,"skip_service_registration":true}`},
+	{"POST", "/v1/apps/{app}/machines/{id}", `{"config":{"image":"base","init":{"exec":["/app"]}},"current_version":"01ABC","skip_secrets":false}`},
+	{"GET", "/v1/apps/{app}/machines?include_deleted=true&region=local&summary=true&state=started,stopped&metadata.k=v&include_leases=true", ""},
+	{"DELETE", "/v1/apps/{app}/machines/{id}?kill=true", ""},
+	{"POST", "/v1/apps/{app}/machines/{id}/stop", `{"id":"{id}","signal":"SIGTERM","timeout":"1s"}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/restart?force_stop=false&timeout=1s&signal=SIGTERM", ""},
+	{"POST", "/v1/apps/{app}/machines/{id}/restart?timeout=soon", ""},
+	{"POST", "/v1/apps/{app}/machines/{id}/signal", `{"signal":9}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/signal", `{"signal":"SIGUSR1"}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/exec", `{"cmd":"ls -l '/a b'","timeout":5}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/exec", `{"command":["ls"],"container":"app","stdin":"x"}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/exec", `{"cmd":"echo \"open"}`},
+	{"GET", "/v1/apps/{app}/machines/{id}/ps?sort_by=cpu&order=desc", ""},
+	{"GET", "/v1/apps/{app}/machines/{id}/ps?sort_by=size", ""},
+	{"GET", "/v1/apps/{app}/machines/{id}/versions", ""},
+	{"GET", "/v1/apps/{app}/machines/{id}/metadata", ""},
+	{"POST", "/v1/apps/{app}/machines/{id}/metadata/fly_process_group", `{"value":"web"}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/metadata/bad%20key", `{"value":"web"}`},
+	{"DELETE", "/v1/apps/{app}/machines/{id}/metadata/fly_process_group", ""},
+	{"POST", "/v1/apps/{app}/machines/{id}/lease?ttl=30", ""},
+	{"POST", "/v1/apps/{app}/machines/{id}/lease", `{"ttl":30,"description":"deploy"}`},
+	{"POST", "/v1/apps/{app}/machines/{id}/lease?ttl=0", ""},
+	{"GET", "/v1/apps/{app}/machines/{id}/lease", ""},
+	{"DELETE", "/v1/apps/{app}/machines/{id}/lease", ""},
+	{"GET", "/v1/apps/{app}/machines/{id}/wait?state=settled&version=01ABC&timeout=1", ""},
+	{"GET", "/v1/apps/{app}/machines/{id}/wait?state=started&from_event_id={id}-1&timeout=1", ""},
 }
 
 // FuzzHandlers drives the real handler over the real Manager (fake runtime)
@@ -123,6 +154,15 @@ func (e *realEnv) checkStored(fx fixture) error {
 // fake app ignores some signals (fakeIgnores), so a stop sending one waits
 // out its timeout, up to 24 h.
 func skipInput(target string, body []byte) bool {
+	if strings.Contains(target, "/restart") {
+		// A restart's stop takes its signal and timeout from the query.
+		for _, sig := range fakeIgnores {
+			if strings.Contains(strings.ToUpper(target), sig) {
+				return true
+			}
+		}
+		return false
+	}
 	if !strings.Contains(target, "/stop") {
 		return false
 	}

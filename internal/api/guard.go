@@ -44,7 +44,7 @@ func (s *server) recoverPanic(w http.ResponseWriter, r *http.Request) {
 	s.log.LogAttrs(r.Context(), slog.LevelError, "handler panic",
 		slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
-	writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal error (a bug: see the daemon's log)"})
+	writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal error (a bug: see the daemon's log)", Status: "unknown"})
 }
 
 // checkURL refuses paths that are too long, not valid UTF-8, hold control

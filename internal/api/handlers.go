@@ -4,64 +4,90 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"regexp"
 	"strings"
 
+	"github.com/torpor-dev/torpor/internal/identifiers"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// createAppRequest is the body of POST /v1/apps.
-type createAppRequest struct {
-	AppName string `json:"app_name"`
-	OrgSlug string `json:"org_slug"`
-}
-
-// appList is the answer of GET /v1/apps.
-type appList struct {
-	TotalApps int         `json:"total_apps"`
-	Apps      []model.App `json:"apps"`
-}
-
-// waitBody is the answer of a successful wait.
-type waitBody struct {
-	OK    bool        `json:"ok"`
-	State model.State `json:"state"`
-}
-
 func (s *server) createApp(r *http.Request) (int, any, error) {
-	var req createAppRequest
+	var req model.CreateAppRequest
 	if err := requireBody(r, &req); err != nil {
 		return 0, nil, err
 	}
-	if !ValidAppName(req.AppName) {
-		return 0, nil, model.Errorf(model.KindInvalid, "invalid app_name %q: %s", req.AppName, appNameRule)
+	if _, err := boolQuery(r, "wait"); err != nil { // creation is synchronous: there is nothing to wait for
+		return 0, nil, err
 	}
-	if !validSlug(req.OrgSlug) {
-		return 0, nil, model.Errorf(model.KindInvalid,
-			"invalid org_slug %q: must be up to 63 lowercase letters, digits or dashes, starting with a letter or digit", req.OrgSlug)
+	name, field := req.AppName, "app_name"
+	switch {
+	case req.AppName == "":
+		name, field = req.Name, "name"
+	case req.Name != "" && req.Name != req.AppName:
+		return 0, nil, model.Errorf(model.KindInvalid, "app_name %q and name %q differ: give one", req.AppName, req.Name)
 	}
-	if c := callerOf(r.Context()); !c.allows(req.AppName) {
+	if err := identifiers.AppName(field, name); err != nil {
+		return 0, nil, err
+	}
+	if err := identifiers.Slug("org_slug", req.OrgSlug); err != nil {
+		return 0, nil, err
+	}
+	if err := appRole("app_role_id", req.AppRoleID); err != nil {
+		return 0, nil, err
+	}
+	if c := callerOf(r.Context()); !c.allows(name) {
 		return 0, nil, forbidden("token %s may only create the apps it is scoped to (%s), not %q",
-			c.token.ID, strings.Join(c.token.Apps, ", "), req.AppName)
+			c.token.ID, strings.Join(c.token.Apps, ", "), name)
 	}
-	app, err := s.m.CreateApp(r.Context(), model.App{Name: req.AppName, Org: req.OrgSlug})
-	return http.StatusCreated, app, err
+	app, err := s.m.CreateApp(r.Context(), model.App{Name: name, Org: req.OrgSlug, Role: req.AppRoleID})
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, withWarnings{viewApp(app, 0, 0), model.Warnings(req.NotActedOn)}, nil
+}
+
+// withWarnings is an answer with the warnings of its request.
+type withWarnings struct {
+	appView
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (s *server) listApps(r *http.Request) (int, any, error) {
-	org := r.URL.Query().Get("org_slug")
-	if !validSlug(org) {
-		return 0, nil, model.Errorf(model.KindInvalid,
-			"invalid query parameter org_slug %q: must be up to 63 lowercase letters, digits or dashes", org)
+	org, role := r.URL.Query().Get("org_slug"), r.URL.Query().Get("app_role")
+	if err := identifiers.Slug("query parameter org_slug", org); err != nil {
+		return 0, nil, err
+	}
+	if err := appRole("query parameter app_role", role); err != nil {
+		return 0, nil, err
 	}
 	all, err := s.m.ListApps(r.Context())
-	c := callerOf(r.Context())
-	apps := []model.App{}
-	for _, app := range all {
-		if c.allows(app.Name) && (org == "" || app.Org == org) {
-			apps = append(apps, app)
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	return http.StatusOK, appList{TotalApps: len(apps), Apps: apps}, err
+	c := callerOf(r.Context())
+	apps := []appView{}
+	for _, app := range all {
+		if !c.allows(app.Name) || (org != "" && app.Org != org) || (role != "" && app.Role != role) {
+			continue
+		}
+		machines, volumes, err := s.counts(r.Context(), app.Name)
+		if err != nil && !model.IsNotFound(err) {
+			return 0, nil, err
+		}
+		apps = append(apps, viewApp(app, machines, volumes))
+	}
+	return http.StatusOK, appList{TotalApps: len(apps), Apps: apps}, nil
+}
+
+// counts are the numbers of machines of app that are not destroyed and of
+// its volumes.
+func (s *server) counts(ctx context.Context, app string) (machines, volumes int, err error) {
+	ms, err := s.m.ListMachines(ctx, app, model.ListOptions{})
+	if err != nil || s.cfg.Volumes == nil {
+		return len(ms), 0, err
+	}
+	vs, err := s.cfg.Volumes.List(ctx, app)
+	return len(ms), len(vs), err
 }
 
 func (s *server) getApp(r *http.Request) (int, any, error) {
@@ -70,7 +96,11 @@ func (s *server) getApp(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	app, err := s.m.GetApp(r.Context(), name)
-	return http.StatusOK, app, err
+	if err != nil {
+		return 0, nil, err
+	}
+	machines, volumes, err := s.counts(r.Context(), name)
+	return http.StatusOK, viewApp(app, machines, volumes), err
 }
 
 func (s *server) deleteApp(r *http.Request) (int, any, error) {
@@ -78,7 +108,10 @@ func (s *server) deleteApp(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return ok(s.m.DeleteApp(r.Context(), name))
+	if err := s.m.DeleteApp(r.Context(), name); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusAccepted, okBody{OK: true}, nil
 }
 
 func (s *server) createMachine(r *http.Request) (int, any, error) {
@@ -91,7 +124,7 @@ func (s *server) createMachine(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	m, err := s.m.Create(r.Context(), app, req)
-	return http.StatusOK, m, err
+	return http.StatusOK, viewMachine(m), err
 }
 
 func (s *server) listMachines(r *http.Request) (int, any, error) {
@@ -99,11 +132,20 @@ func (s *server) listMachines(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	list, err := s.m.List(r.Context(), app)
-	if list == nil {
-		list = []model.Machine{}
+	opts, summary, err := listQuery(r)
+	if err != nil {
+		return 0, nil, err
 	}
-	return http.StatusOK, list, err
+	list, err := s.m.ListMachines(r.Context(), app, opts)
+	if err != nil {
+		return 0, nil, err
+	}
+	views := viewMachines(list)
+	if summary {
+		short, err := summarize(views)
+		return http.StatusOK, short, err
+	}
+	return http.StatusOK, views, nil
 }
 
 func (s *server) getMachine(r *http.Request) (int, any, error) {
@@ -112,7 +154,7 @@ func (s *server) getMachine(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	m, err := s.m.Get(r.Context(), app, id)
-	return http.StatusOK, m, err
+	return http.StatusOK, viewMachine(m), err
 }
 
 func (s *server) updateMachine(r *http.Request) (int, any, error) {
@@ -125,7 +167,7 @@ func (s *server) updateMachine(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	m, err := s.m.Update(r.Context(), app, id, req)
-	return http.StatusOK, m, err
+	return http.StatusOK, viewMachine(m), err
 }
 
 func (s *server) startMachine(r *http.Request) (int, any, error) {
@@ -145,6 +187,9 @@ func (s *server) stopMachine(r *http.Request) (int, any, error) {
 	var req model.StopRequest
 	if err := decodeBody(r, &req); err != nil && !errors.Is(err, errNoBody) {
 		return 0, nil, err
+	}
+	if req.ID != "" && req.ID != id {
+		return 0, nil, model.Errorf(model.KindInvalid, "id %q in the body is not the machine of the path (%s)", req.ID, id)
 	}
 	if req.Timeout.Duration < 0 {
 		return 0, nil, model.Errorf(model.KindInvalid, "invalid timeout %s: must not be negative", req.Timeout.Duration)
@@ -169,7 +214,12 @@ func (s *server) destroyMachine(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return ok(s.m.Destroy(r.Context(), app, id, force))
+	// fly-go's kill: kill the machine if it runs, i.e. what force does.
+	kill, err := boolQuery(r, "kill")
+	if err != nil {
+		return 0, nil, err
+	}
+	return ok(s.m.Destroy(r.Context(), app, id, force || kill))
 }
 
 func (s *server) waitMachine(r *http.Request) (int, any, error) {
@@ -177,7 +227,7 @@ func (s *server) waitMachine(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	states, err := waitStates(r)
+	opts, err := waitQuery(r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -187,15 +237,15 @@ func (s *server) waitMachine(r *http.Request) (int, any, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	m, err := s.m.Wait(ctx, app, id, states)
+	m, err := s.m.WaitFor(ctx, app, id, opts)
 	if err != nil && model.KindOf(err) == model.KindInternal && isDeadline(ctx) {
 		err = model.Errorf(model.KindTimeout, "timed out after %s waiting for machine %s to reach state %s",
-			timeout, id, joinStates(states))
+			timeout, id, strings.Join(opts.States, " or "))
 	}
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, waitBody{OK: true, State: m.State}, nil
+	return http.StatusOK, waitBody{OK: true, State: m.State, Version: m.Version}, nil
 }
 
 func (s *server) machineEvents(r *http.Request) (int, any, error) {
@@ -238,11 +288,13 @@ func ok(err error) (int, any, error) {
 	return http.StatusOK, okBody{OK: true}, err
 }
 
-// joinStates lists states as "started or suspended".
-func joinStates(states []model.State) string {
-	names := make([]string, len(states))
-	for i, s := range states {
-		names[i] = string(s)
+// appRoleRe is the rule of app roles ("postgres_cluster").
+var appRoleRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// appRole checks an optional app role given as field.
+func appRole(field, role string) error {
+	if role == "" || appRoleRe.MatchString(role) {
+		return nil
 	}
-	return strings.Join(names, " or ")
+	return model.Errorf(model.KindInvalid, "invalid %s %q: must be 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit", field, role)
 }

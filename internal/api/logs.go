@@ -22,12 +22,13 @@ type logQuery struct {
 	fromSeq uint64
 	since   time.Time
 	limit   int
+	tail    int // the last tail records only
 	follow  bool
 }
 
 // machineLogs serves GET .../logs as NDJSON, one record per line: the
-// records from from_seq (or since a time), and with follow=true every new
-// record until the client goes away.
+// records from from_seq (or since a time, or the last tail), and with
+// follow=true every new record until the client goes away.
 func (s *server) machineLogs(w http.ResponseWriter, r *http.Request) {
 	lg, q, err := s.openLogs(r)
 	if err != nil {
@@ -42,6 +43,9 @@ func (s *server) machineLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		from = max(from, seq)
+	}
+	if last := lg.LastSeq(); q.tail > 0 && last >= uint64(q.tail) {
+		from = max(from, last-uint64(q.tail)+1)
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
@@ -87,7 +91,7 @@ func (s *server) openLogs(r *http.Request) (*logs.Log, logQuery, error) {
 
 func parseLogQuery(r *http.Request) (logQuery, error) {
 	q := logQuery{limit: defaultLogLimit}
-	if err := checkQuery(r, "from_seq", "since", "limit", "follow"); err != nil {
+	if err := checkQuery(r, "from_seq", "since", "limit", "tail", "follow"); err != nil {
 		return q, err
 	}
 	v := r.URL.Query()
@@ -103,6 +107,9 @@ func parseLogQuery(r *http.Request) (logQuery, error) {
 		}
 	}
 	if q.limit, err = intQuery(r, "limit", 1, maxLogLimit, defaultLogLimit); err != nil {
+		return q, err
+	}
+	if q.tail, err = intQuery(r, "tail", 1, maxLogLimit, 0); err != nil {
 		return q, err
 	}
 	q.follow, err = boolQuery(r, "follow")

@@ -20,13 +20,11 @@ func logEnv(t *testing.T) (*env, string, *logs.Log) {
 	t.Helper()
 	e := newEnv(t, api.Config{})
 	e.h = apitest.Local(e.h) // the tests below call e.h directly
-	e.fake.SetLogDir(t.TempDir())
 	m := e.machine()
-	lg, err := e.fake.Logs(context.Background(), "web", m.ID)
+	lg, err := e.mgr.Logs(context.Background(), "web", m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lg.Close() })
 	for i := 1; i <= 5; i++ {
 		if _, err := lg.Append([]byte(fmt.Sprintf("line %d", i)), time.Now()); err != nil {
 			t.Fatal(err)
@@ -61,8 +59,21 @@ func TestLogsReadFromSeqAndLimit(t *testing.T) {
 	}
 }
 
+func TestLogsTail(t *testing.T) {
+	e, path, _ := logEnv(t)
+	for q, first := range map[string]uint64{"?tail=2": 4, "?tail=10": 1, "?tail=3&from_seq=4": 4} {
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, httptest.NewRequest("GET", path+q, nil))
+		recs := readRecords(t, rec.Body.String())
+		if rec.Code != 200 || len(recs) == 0 || recs[0].Seq != first || recs[len(recs)-1].Seq != 5 {
+			t.Errorf("%s: status %d, records %+v; want %d to 5", q, rec.Code, recs, first)
+		}
+	}
+}
+
 func TestLogsBadQuery(t *testing.T) {
 	e, path, _ := logEnv(t)
+	e.wantError("GET", path+"?tail=0", "", 400, "tail")
 	e.wantError("GET", path+"?from_seq=-1", "", 400, "from_seq")
 	e.wantError("GET", path+"?since=yesterday", "", 400, "since")
 	e.wantError("GET", path+"?limit=0", "", 400, "limit")

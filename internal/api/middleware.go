@@ -20,11 +20,11 @@ func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 		h.ServeHTTP(rec, r)
 		switch rec.status {
 		case http.StatusNotFound:
-			writeJSON(w, rec.status, errorBody{Error: fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path)})
+			writeJSON(w, rec.status, errorBody{Error: fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path), Status: "unknown"})
 		case http.StatusMethodNotAllowed:
 			w.Header().Set("Allow", rec.header.Get("Allow"))
 			writeJSON(w, rec.status, errorBody{Error: fmt.Sprintf("method %s not allowed on %s (allowed: %s)",
-				r.Method, r.URL.Path, rec.header.Get("Allow"))})
+				r.Method, r.URL.Path, rec.header.Get("Allow")), Status: "unknown"})
 		default: // redirects to a cleaned path: pass them on
 			for k, v := range rec.header {
 				w.Header()[k] = v

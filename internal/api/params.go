@@ -2,11 +2,11 @@ package api
 
 import (
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/identifiers"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -16,53 +16,12 @@ const (
 	maxWaitSeconds     = 600
 )
 
-// maxMachineIDLen bounds machine ids in paths.
-const maxMachineIDLen = 64
-
-// maxNameLen bounds app names and org slugs.
-const maxNameLen = 63
-
-// ValidAppName reports whether name is a valid app name: 1 to 63 lowercase
-// letters, digits or dashes, starting with a letter or digit.
-func ValidAppName(name string) bool {
-	return validSlug(name) && name != ""
-}
-
-// validSlug reports whether s is empty or up to 63 lowercase letters,
-// digits or dashes starting with a letter or digit.
-func validSlug(s string) bool {
-	if len(s) > maxNameLen {
-		return false
-	}
-	for i, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// validMachineID reports whether id is 1 to 64 lowercase letters or digits.
-func validMachineID(id string) bool {
-	if len(id) == 0 || len(id) > maxMachineIDLen {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-// appNameRule is the rule of app names, for error messages.
-const appNameRule = "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit"
-
-// checkQuery refuses query parameters other than allowed, and any of them
-// given more than once (but state, which may repeat).
+// checkQuery refuses query parameters other than allowed (a name ending in
+// "." allows every name with that prefix, such as metadata.KEY), and any of
+// them given more than once (but state, which may repeat).
 func checkQuery(r *http.Request, allowed ...string) error {
 	for name, values := range r.URL.Query() {
-		if !slices.Contains(allowed, name) {
+		if !queryAllowed(name, allowed) {
 			if len(allowed) == 0 {
 				return model.Errorf(model.KindInvalid, "unknown query parameter %q: this endpoint takes none", name)
 			}
@@ -75,14 +34,22 @@ func checkQuery(r *http.Request, allowed ...string) error {
 	return nil
 }
 
+// queryAllowed reports whether name is one of allowed or has a prefix
+// (ending in ".") among them.
+func queryAllowed(name string, allowed []string) bool {
+	for _, a := range allowed {
+		prefix := strings.HasSuffix(a, ".")
+		if !prefix && name == a || prefix && strings.HasPrefix(name, a) && len(name) > len(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // appParam returns the validated {app} path parameter.
 func appParam(r *http.Request) (string, error) {
 	app := r.PathValue("app")
-	if !ValidAppName(app) {
-		return "", model.Errorf(model.KindInvalid,
-			"invalid path parameter app %q: %s", app, appNameRule)
-	}
-	return app, nil
+	return app, identifiers.AppName("path parameter app", app)
 }
 
 // machineParams returns the validated {app} and {id} path parameters.
@@ -92,11 +59,7 @@ func machineParams(r *http.Request) (app, id string, err error) {
 		return "", "", err
 	}
 	id = r.PathValue("id")
-	if !validMachineID(id) {
-		return "", "", model.Errorf(model.KindInvalid,
-			"invalid path parameter id %q: must be 1-%d lowercase letters or digits", id, maxMachineIDLen)
-	}
-	return app, id, nil
+	return app, id, identifiers.MachineID("path parameter id", id)
 }
 
 // boolQuery parses an optional boolean query parameter (absent means false).
@@ -112,24 +75,79 @@ func boolQuery(r *http.Request, name string) (bool, error) {
 	return b, nil
 }
 
-// waitStates parses the state query parameter of wait: it may repeat and each
-// value may list states separated by commas. It defaults to "started".
-func waitStates(r *http.Request) ([]model.State, error) {
-	var states []model.State
-	for _, v := range r.URL.Query()["state"] {
+// waitQuery parses what wait waits for: state (which may repeat and list
+// states separated by commas; default "started", and also Fly's "settled"
+// and "failed"), the machine version (fly-go's version, the spec's
+// instance_id: the same thing here) and from_event_id.
+func waitQuery(r *http.Request) (model.WaitOptions, error) {
+	var opts model.WaitOptions
+	q := r.URL.Query()
+	for _, v := range q["state"] {
 		for _, part := range strings.Split(v, ",") {
-			s := model.State(strings.TrimSpace(part))
-			if !s.Valid() {
-				return nil, model.Errorf(model.KindInvalid,
-					"invalid query parameter state %q: must be a machine state such as started, stopped, suspended or destroyed", part)
+			st := strings.TrimSpace(part)
+			if !model.State(st).Valid() && st != model.WaitSettled && st != model.WaitFailed {
+				return opts, model.Errorf(model.KindInvalid,
+					"invalid query parameter state %q: must be a machine state such as started, stopped, suspended or destroyed, or settled or failed", part)
 			}
-			states = append(states, s)
+			opts.States = append(opts.States, st)
 		}
 	}
-	if len(states) == 0 {
-		states = []model.State{model.StateStarted}
+	if len(opts.States) == 0 {
+		opts.States = []string{string(model.StateStarted)}
 	}
-	return states, nil
+	version, instance := q.Get("version"), q.Get("instance_id")
+	if version != "" && instance != "" && version != instance {
+		return opts, model.Errorf(model.KindInvalid, "query parameters version %q and instance_id %q differ: they name the same thing here", version, instance)
+	}
+	opts.Version = version + instance
+	if version != "" && instance != "" {
+		opts.Version = version
+	}
+	if opts.Version != "" {
+		if err := identifiers.Version("query parameter version", opts.Version); err != nil {
+			return opts, err
+		}
+	}
+	opts.FromEventID = q.Get("from_event_id")
+	return opts, nil
+}
+
+// listQuery parses the filters of a machine list: include_deleted, region,
+// state (repeated or comma-separated), metadata.KEY=VALUE, include_leases
+// and summary.
+func listQuery(r *http.Request) (opts model.ListOptions, summary bool, err error) {
+	q := r.URL.Query()
+	if opts.IncludeDeleted, err = boolQuery(r, "include_deleted"); err != nil {
+		return
+	}
+	if opts.IncludeLeases, err = boolQuery(r, "include_leases"); err != nil {
+		return
+	}
+	if summary, err = boolQuery(r, "summary"); err != nil {
+		return
+	}
+	opts.Region = q.Get("region")
+	if err = identifiers.Region("query parameter region", opts.Region); err != nil {
+		return
+	}
+	for _, v := range q["state"] {
+		for _, part := range strings.Split(v, ",") {
+			st := model.State(strings.TrimSpace(part))
+			if !st.Valid() {
+				return opts, false, model.Errorf(model.KindInvalid, "invalid query parameter state %q: must be a machine state such as started or stopped", part)
+			}
+			opts.States = append(opts.States, st)
+		}
+	}
+	for name, values := range q {
+		if key, ok := strings.CutPrefix(name, "metadata."); ok {
+			if opts.Metadata == nil {
+				opts.Metadata = map[string]string{}
+			}
+			opts.Metadata[key] = values[0]
+		}
+	}
+	return opts, summary, nil
 }
 
 // waitTimeout parses the timeout query parameter of wait: whole seconds from

@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/api/apitest"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/runtime/fake"
-	"github.com/torpor-dev/torpor/internal/store"
 )
 
 // realEnv is the API handler over the real machine.Manager, on the fake
@@ -55,35 +55,28 @@ func (b *lockedBuffer) Since(n int) (string, int) {
 	return all[min(n, len(all)):], len(all)
 }
 
-func newRealEnv(tb testing.TB) *realEnv {
+func newRealEnv(tb testing.TB) *realEnv { return newRealEnvWith(tb, false) }
+
+// newRealEnvWith is newRealEnv, with the real volume manager when
+// withVolumes (never for the fuzzer: a volume it made would reserve its
+// size on the host).
+func newRealEnvWith(tb testing.TB, withVolumes bool) *realEnv {
 	tb.Helper()
-	dir := fastTempDir(tb)
-	images := filepath.Join(dir, "images")
-	if err := os.MkdirAll(filepath.Join(images, "base"), 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Symlink("/", filepath.Join(images, "escape")); err != nil {
-		tb.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(dir, "torpor.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
 	logBuf := &lockedBuffer{}
+	newManager := apitest.NewManager
+	if withVolumes {
+		newManager = apitest.NewManagerWithVolumes
+	}
+	m := newManager(tb, logBuf)
+	if err := os.Symlink("/", filepath.Join(m.Images, "escape")); err != nil {
+		tb.Fatal(err)
+	}
 	logger := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	rt := fake.New("v1")
-	data := filepath.Join(dir, "data")
-	m, err := machine.New(machine.Config{DataDir: data, ImagesDir: images, RunDir: filepath.Join(dir, "run"),
-		StopTimeout: 5 * time.Millisecond, Logger: logger}, st, rt)
-	if err != nil {
-		tb.Fatal(err)
+	acfg := api.Config{}
+	if m.Volumes != nil {
+		acfg.Volumes = m.Volumes
 	}
-	if err := m.Recover(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(m.Close)
-	return &realEnv{h: asLocalAdmin(api.New(m, api.Config{}, logger)), m: m, rt: rt, images: images, data: data, log: logBuf}
+	return &realEnv{h: asLocalAdmin(api.New(m, acfg, logger)), m: m.Manager, rt: m.Runtime, images: m.Images, data: m.Data, log: logBuf}
 }
 
 // asLocalAdmin serves h as the daemon serves its admin socket: every request
@@ -92,17 +85,6 @@ func asLocalAdmin(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(api.WithLocalAdmin(r.Context())))
 	})
-}
-
-// fastTempDir is a temporary directory on /dev/shm when there is one.
-func fastTempDir(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.MkdirTemp("/dev/shm", "torpor-api-test-")
-	if err != nil {
-		return tb.TempDir()
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // fixture is one app with one machine in a chosen state.
@@ -146,6 +128,8 @@ func (e *realEnv) remove(tb testing.TB, fx fixture) {
 	if model.IsNotFound(err) {
 		return
 	}
+	// As the daemon's own operation: a lease the request took holds no sway.
+	ctx = model.WithSource(ctx, model.SourceFlyd)
 	for _, mc := range ms {
 		if err := e.m.Destroy(ctx, fx.app, mc.ID, true); err != nil {
 			tb.Fatalf("destroy %s: %v", mc.ID, err)

@@ -16,10 +16,27 @@ type okBody struct {
 	OK bool `json:"ok"`
 }
 
-// errorBody is the shape of every error response, as in the Fly API.
+// errorBody is the shape of every error response, as in the Fly API:
+// the message and Fly's status code ("unknown", "insufficient_capacity",
+// "name_taken").
 type errorBody struct {
-	Error string `json:"error"`
+	Error  string `json:"error"`
+	Status string `json:"status"`
 }
+
+// flyStatus is Fly's status code of an error.
+func flyStatus(err error) string {
+	switch {
+	case errors.Is(err, model.ErrNameTaken):
+		return "name_taken"
+	case model.KindOf(err) == model.KindQuota:
+		return "insufficient_capacity"
+	}
+	return "unknown"
+}
+
+// errorOf is the body of an error answer.
+func errorOf(err error) errorBody { return errorBody{Error: err.Error(), Status: flyStatus(err)} }
 
 // httpError is an error with an explicit HTTP status, for the few statuses
 // that no model.Kind describes (401, 404/405 from routing, 413).
@@ -32,6 +49,10 @@ func (e *httpError) Error() string { return e.msg }
 
 // writeJSON sends v as JSON with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if status == http.StatusNoContent {
+		w.WriteHeader(status)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
@@ -40,7 +61,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeError sends err as {"error": "..."} with the status its kind maps to.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status := statusOf(err)
+	status := StatusOf(err)
 	var ae *authError
 	if errors.As(err, &ae) {
 		w.Header().Set("WWW-Authenticate", ae.challenge)
@@ -50,20 +71,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", status), slog.String("error", err.Error()))
 	}
-	writeJSON(w, status, errorBody{Error: err.Error()})
-}
-
-// statusOf maps an error to its HTTP status.
-func statusOf(err error) int {
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.status
-	}
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return http.StatusRequestEntityTooLarge
-	}
-	return model.KindOf(err).HTTPStatus()
+	writeJSON(w, status, errorOf(err))
 }
 
 // errNoBody is returned by decodeBody for an empty body.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"unicode"
 
+	"github.com/torpor-dev/torpor/internal/identifiers"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -47,8 +48,8 @@ func validTokenRequest(req *model.CreateTokenRequest) error {
 		return model.Errorf(model.KindInvalid, "invalid apps: at most %d apps per token", maxTokenApps)
 	}
 	for _, app := range req.Apps {
-		if !ValidAppName(app) {
-			return model.Errorf(model.KindInvalid, "invalid apps entry %q: must be 1-63 lowercase letters, digits or dashes", app)
+		if err := identifiers.AppName("apps entry", app); err != nil {
+			return err
 		}
 	}
 	slices.Sort(req.Apps)

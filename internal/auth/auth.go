@@ -41,18 +41,62 @@ var (
 	ErrExpired = errors.New("bearer token has expired")
 )
 
-// Tokens creates, lists, revokes and authenticates tokens kept in a store.
+// Tokens creates, lists, revokes and authenticates tokens kept in a Backend.
 type Tokens struct {
-	st  *store.Store
+	b   Backend
 	now func() time.Time
 }
 
+// Backend keeps token records (a token and the hash of its secret): the
+// host's store, or etcd in a cluster (package cluster), where every host
+// accepts every token.
+type Backend interface {
+	// CreateToken stores a new token; KindConflict if its ID is taken.
+	CreateToken(ctx context.Context, tok model.Token, hash []byte) error
+	// Token returns a token and its hash; KindNotFound if there is none.
+	Token(ctx context.Context, id string) (model.Token, []byte, error)
+	// Tokens lists every token, ordered by ID.
+	Tokens(ctx context.Context) ([]model.Token, error)
+	// DeleteToken removes a token; KindNotFound if there is none.
+	DeleteToken(ctx context.Context, id string) error
+}
+
 // New returns the tokens of st. A nil now uses time.Now.
-func New(st *store.Store, now func() time.Time) *Tokens {
+func New(st *store.Store, now func() time.Time) *Tokens { return NewWith(storeBackend{st}, now) }
+
+// NewWith returns the tokens of b. A nil now uses time.Now.
+func NewWith(b Backend, now func() time.Time) *Tokens {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{st: st, now: now}
+	return &Tokens{b: b, now: now}
+}
+
+// storeBackend keeps tokens in the host's store.
+type storeBackend struct{ st *store.Store }
+
+func (s storeBackend) CreateToken(_ context.Context, tok model.Token, hash []byte) error {
+	return s.st.Update(func(tx *store.Tx) error { return tx.CreateToken(tok, hash) })
+}
+
+func (s storeBackend) Token(_ context.Context, id string) (tok model.Token, hash []byte, err error) {
+	err = s.st.View(func(tx *store.Tx) error {
+		tok, hash, err = tx.Token(id)
+		return err
+	})
+	return tok, hash, err
+}
+
+func (s storeBackend) Tokens(context.Context) (out []model.Token, err error) {
+	err = s.st.View(func(tx *store.Tx) error {
+		out, err = tx.Tokens()
+		return err
+	})
+	return out, err
+}
+
+func (s storeBackend) DeleteToken(_ context.Context, id string) error {
+	return s.st.Update(func(tx *store.Tx) error { return tx.DeleteToken(id) })
 }
 
 // Create makes a token for req and returns it with its secret, which is not
@@ -72,8 +116,7 @@ func (t *Tokens) Create(ctx context.Context, req model.CreateTokenRequest) (mode
 		exp := now.Add(req.ExpiresIn.Duration)
 		tok.ExpiresAt = &exp
 	}
-	err = t.st.Update(func(tx *store.Tx) error { return tx.CreateToken(tok, hash(id, secret)) })
-	if err != nil {
+	if err := t.b.CreateToken(ctx, tok, hash(id, secret)); err != nil {
 		return model.CreatedToken{}, err
 	}
 	return model.CreatedToken{Token: tok, Secret: format(id, secret)}, nil
@@ -81,19 +124,13 @@ func (t *Tokens) Create(ctx context.Context, req model.CreateTokenRequest) (mode
 
 // List returns every token (without secrets), ordered by ID.
 func (t *Tokens) List(ctx context.Context) ([]model.Token, error) {
-	var out []model.Token
-	err := t.st.View(func(tx *store.Tx) error {
-		var err error
-		out, err = tx.Tokens()
-		return err
-	})
-	return out, err
+	return t.b.Tokens(ctx)
 }
 
 // Revoke deletes a token: it stops working at once. An unknown ID is a
 // KindNotFound error.
 func (t *Tokens) Revoke(ctx context.Context, id string) error {
-	return t.st.Update(func(tx *store.Tx) error { return tx.DeleteToken(id) })
+	return t.b.DeleteToken(ctx, id)
 }
 
 // Authenticate returns the token whose string bearer is, or ErrInvalid or
@@ -103,13 +140,7 @@ func (t *Tokens) Authenticate(ctx context.Context, bearer string) (model.Token, 
 	if !ok {
 		return model.Token{}, ErrInvalid
 	}
-	var tok model.Token
-	var want []byte
-	err := t.st.View(func(tx *store.Tx) error {
-		var err error
-		tok, want, err = tx.Token(id)
-		return err
-	})
+	tok, want, err := t.b.Token(ctx, id)
 	if model.IsNotFound(err) {
 		return model.Token{}, ErrInvalid
 	}

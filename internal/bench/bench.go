@@ -48,7 +48,15 @@ type Config struct {
 	DataDir      string // the daemon's data dir, for snapshot sizes (set for an in-process daemon)
 	RunscPath    string
 	NetworkRange string
-	Image        string
+	// Image is what the machines run: an OCI image reference, or a root
+	// filesystem directory, which an in-process benchmark builds an OCI
+	// image of and pushes to a local registry it starts (the machines then
+	// run that image, and the image benchmark compares the two).
+	Image string
+	// RootFS is the directory Image was built from (set by Run).
+	RootFS string
+	// ImageRuns is the rounds of the image benchmark (0: none).
+	ImageRuns    int
 	App          string
 	Inits        []Init
 	ResidentMB   []int
@@ -56,9 +64,19 @@ type Config struct {
 	CPUs         int
 	Runs         int
 	PollInterval time.Duration
-	OutDir       string    // results go here; empty writes no files
-	Out          io.Writer // the Markdown report
-	Progress     io.Writer // one line per step
+	// Raw adds, to each run, a restore of the same snapshot with runsc
+	// alone (see rawRestore): needs the daemon's data dir and runsc.
+	Raw bool
+	// ProxyWake adds, to each run, a wake of the machine by a request
+	// through the daemon's proxy (on 127.0.0.1): the machine gets a
+	// service on a free port.
+	ProxyWake bool
+	// SyncSnapshots runs the in-process daemon with --sync-snapshots: each
+	// snapshot is flushed to disk before the suspend returns.
+	SyncSnapshots bool
+	OutDir        string    // results go here; empty writes no files
+	Out           io.Writer // the Markdown report
+	Progress      io.Writer // one line per step
 }
 
 // Validate reports the first bad setting, naming its flag.
@@ -105,13 +123,26 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 	res = &Result{Started: time.Now().UTC(), Runs: cfg.Runs, PollInterval: cfg.PollInterval.String()}
 	res.Host = hostInfo(cfg.RunscPath)
+	var reg *benchRegistry
+	if cfg.API == "" && isDir(cfg.Image) {
+		if reg, err = startRegistry(); err != nil {
+			return nil, err
+		}
+		defer reg.stop()
+		cfg.RootFS = cfg.Image
+	}
 	if cfg.API == "" {
-		d, err := startDaemon(ctx, cfg)
+		d, err := startDaemon(ctx, cfg, reg)
 		if err != nil {
 			return nil, err
 		}
 		defer func() { err = errors.Join(err, d.stop(cfg.Progress)) }()
 		cfg.API, cfg.DataDir = "unix://"+d.socket, d.dataDir
+	}
+	if reg != nil {
+		if cfg.Image, err = reg.pushRootFS(ctx, cfg, cfg.RootFS); err != nil {
+			return nil, err
+		}
 	}
 	c, err := client.New(cfg.API, cfg.Token)
 	if err != nil {
@@ -125,11 +156,29 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 			err = errors.Join(err, fmt.Errorf("delete app %s: %w", cfg.App, derr))
 		}
 	}()
+	var raw *rawRestore
+	if cfg.Raw {
+		if raw, err = newRawRestore(cfg); err != nil {
+			return nil, err
+		}
+		if raw == nil {
+			progress(cfg, "no raw runsc restores: the daemon's data dir or runsc is unknown")
+		}
+		defer func() { err = errors.Join(err, raw.close()) }()
+	}
 	for _, s := range cfg.Scenarios() {
-		sr, err := runScenario(ctx, c, cfg, s)
+		sr, err := runScenario(ctx, c, cfg, s, raw)
 		res.Scenarios = append(res.Scenarios, sr)
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	if cfg.ImageRuns > 0 && cfg.RootFS != "" {
+		icfg := cfg
+		icfg.Runs = cfg.ImageRuns
+		res.Images, err = runImages(ctx, c, icfg)
+		if err != nil {
+			return res, fmt.Errorf("images: %w", err)
 		}
 	}
 	res.Finished = time.Now().UTC()

@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"image/png"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -35,26 +36,14 @@ func TestPercentileNearestRank(t *testing.T) {
 }
 
 func TestDurationsKeepsOnlyMillisecondFields(t *testing.T) {
-	got := durations(map[string]any{"restore_ms": 12.0, "clock_skew_ms": 3.0, "snapshot_id": "x",
-		"from_snapshot": true, "thaw_ms": 1.0, "resume_count": 2.0, "error_ms": "oops"})
-	if len(got) != 2 || got["restore_ms"] != 12 || got["thaw_ms"] != 1 {
-		t.Errorf("durations = %v", got)
-	}
-}
-
-func TestNewestPicksLatestOfTypeAndStatus(t *testing.T) {
-	evs := []model.Event{
-		{Type: "resume", Status: "started", Timestamp: 5, Request: map[string]any{"n": 1.0}},
-		{Type: "resume", Status: "started", Timestamp: 9, Request: map[string]any{"n": 2.0}},
-		{Type: "resume", Status: "failed", Timestamp: 12},
-		{Type: "start", Status: "started", Timestamp: 11},
-	}
-	ev, ok := newest(evs, "resume", "started")
-	if !ok || ev.Request["n"] != 2.0 {
-		t.Errorf("newest = %+v, %v", ev, ok)
-	}
-	if _, ok := newest(evs, "suspend", "suspended"); ok {
-		t.Error("found a suspend event that is not there")
+	skew := 3.0
+	got := durations(&model.StartDetails{FromSnapshot: true, SnapshotID: "x", DurationMS: 40,
+		ResumePhases: &model.ResumePhases{RestoreMS: 12, ClaimMS: 1},
+		AppNotice:    &model.AppNotice{ResumeCount: 2, ClockSkewMS: &skew}})
+	want := map[string]float64{"duration_ms": 40, "restore_ms": 12, "claim_ms": 1, "prepare_ms": 0,
+		"runtime_restore_ms": 0, "verify_ms": 0, "verify_wait_ms": 0}
+	if !maps.Equal(got, want) {
+		t.Errorf("durations = %v, want %v", got, want)
 	}
 }
 
@@ -147,7 +136,7 @@ func sampleResult() *Result {
 	mk := func(cold, resume float64) Sample {
 		return Sample{ColdMS: cold, ColdAPIMS: cold - 100, ResumeMS: resume, ResumeAPIMS: resume - 10, SuspendMS: 120,
 			SnapshotBytes: 50 << 20, InitSeconds: 2, ReadySeconds: 2.1, RSSBytes: 64 << 20,
-			ResumeEvent:  map[string]float64{"duration_ms": resume - 12, "claim_verify_ms": 5, "zz_new_ms": 1},
+			ResumeEvent:  map[string]float64{"duration_ms": resume - 12, "claim_ms": 5, "zz_new_ms": 1},
 			SuspendEvent: map[string]float64{"checkpoint_ms": 80, "duration_ms": 110}}
 	}
 	return &Result{
@@ -176,7 +165,7 @@ func TestMarkdownReportsPercentilesAndRatio(t *testing.T) {
 		}
 	}
 	// Known event fields first, unknown ones next, duration_ms last.
-	i, j, k := strings.Index(md, "resume event claim_verify_ms"), strings.Index(md, "resume event zz_new_ms"), strings.Index(md, "resume event duration_ms")
+	i, j, k := strings.Index(md, "resume event claim_ms"), strings.Index(md, "resume event zz_new_ms"), strings.Index(md, "resume event duration_ms")
 	if i < 0 || !(i < j && j < k) {
 		t.Errorf("breakdown columns out of order: %d %d %d", i, j, k)
 	}

@@ -29,8 +29,9 @@ type localDaemon struct {
 }
 
 // startDaemon runs a daemon in-process and waits until its API answers.
-// The proxy is off: the benchmark talks to machines' addresses directly.
-func startDaemon(ctx context.Context, cfg Config) (*localDaemon, error) {
+// The proxy listens on 127.0.0.1 only with cfg.ProxyWake; everything else
+// talks to machines' addresses directly.
+func startDaemon(ctx context.Context, cfg Config, reg *benchRegistry) (*localDaemon, error) {
 	dir, err := os.MkdirTemp("", "torpor-bench-")
 	if err != nil {
 		return nil, err
@@ -46,8 +47,11 @@ func startDaemon(ctx context.Context, cfg Config) (*localDaemon, error) {
 	d.cancel = cancel
 	dcfg := daemon.Config{
 		DataDir: d.dataDir, Socket: d.socket, RunDir: filepath.Join(dir, "run"),
-		RunscPath: cfg.RunscPath, NetworkRange: cfg.NetworkRange, SuspendMemoryLimitMB: 2048, NoProxy: true,
+		RunscPath: cfg.RunscPath, NetworkRange: cfg.NetworkRange, SuspendMemoryLimitMB: 2048, NoProxy: !cfg.ProxyWake, SyncSnapshots: cfg.SyncSnapshots,
 		Logger: slog.New(slog.NewTextHandler(logf, nil)),
+	}
+	if reg != nil {
+		dcfg.Images.InsecureRegistries = []string{reg.reg.Host}
 	}
 	go func() {
 		d.done <- daemon.Run(dctx, dcfg)

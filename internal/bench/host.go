@@ -22,6 +22,7 @@ type Result struct {
 	Runs         int              `json:"runs"`
 	PollInterval string           `json:"poll_interval"`
 	Scenarios    []ScenarioResult `json:"scenarios"`
+	Images       *ImageResult     `json:"images,omitempty"`
 }
 
 // HostInfo describes where the numbers were measured.

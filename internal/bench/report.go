@@ -20,6 +20,8 @@ func Markdown(res *Result) string {
 		"Load average (1/5/15 min) %s at the start, %s at the end.\n\n",
 		h.CPU, h.Cores, h.Kernel, h.Runsc, h.Torpor, h.Go, h.LoadStart, h.LoadEnd)
 	mainTable(&b, res)
+	sameRunTable(&b, res)
+	imagesTable(&b, res)
 	breakdownTable(&b, res)
 	targets(&b, res)
 	method(&b, res)
@@ -62,6 +64,74 @@ func mainTable(b *strings.Builder, res *Result) {
 	b.WriteString("\nTimes are p50 / p95 over the runs; cold / resume is the ratio of the p50s.\n\n")
 }
 
+// sameRunTable sets torpor's resume beside, in the same runs, a restore of
+// the same snapshot with runsc alone and a wake through the proxy, with
+// the bandwidth a restore reads pages at against the page cache's.
+func sameRunTable(b *strings.Builder, res *Result) {
+	measured := false
+	for _, sr := range res.Scenarios {
+		for _, s := range sr.Samples {
+			measured = measured || s.RawMS > 0 || s.ProxyWakeMS > 0
+		}
+	}
+	if !measured {
+		return
+	}
+	b.WriteString("Resume beside a raw runsc restore and a proxied wake, in the same runs (p50 / p95, ms):\n\n")
+	b.WriteString("| app init | resident | torpor resume | raw runsc restore + SIGCONT | torpor's own share (p50) | raw `runsc restore` command | proxied wake (resume + proxy) | proxy's share (p50) | page-cache read, GB/s | raw restore reads, GB/s |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, sr := range res.Scenarios {
+		ss := sr.Samples
+		sum := func(f func(Sample) float64) Summary { return Summarize(nonZero(series(ss, f))) }
+		resume := sum(func(s Sample) float64 { return s.ResumeMS })
+		raw := sum(func(s Sample) float64 { return s.RawMS })
+		proxied := sum(func(s Sample) float64 { return s.ProxyWakeMS })
+		cache := sum(func(s Sample) float64 { return s.PageCacheGBs })
+		reads := sum(func(s Sample) float64 {
+			if s.RawRestoreMS <= 0 {
+				return 0
+			}
+			return float64(s.SnapshotApparent) / (s.RawRestoreMS / 1e3) / 1e9
+		})
+		fmt.Fprintf(b, "| %s | %d MiB | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr.Init.Target, sr.ResidentMB,
+			pair(resume, "%.0f"), pair(raw, "%.0f"), diff(resume, raw),
+			pair(sum(func(s Sample) float64 { return s.RawRestoreMS }), "%.0f"),
+			pair(proxied, "%.0f"), diff(proxied, resume), p50(cache, "%.1f"), p50(reads, "%.2f"))
+	}
+	b.WriteString("\nThe raw restore runs just before torpor's resume, on hard links to the same snapshot files, with runsc's flags as the daemon " +
+		"passes them, the machine's config.json and network namespace, then `runsc kill --all SIGCONT` (torpor freezes the app before " +
+		"the checkpoint); it is probed like the resume. Its share is the difference of the p50s. The proxied wake is a request through " +
+		"the daemon's proxy to the machine suspended again after the resume. The page-cache read is a second read of the snapshot's files " +
+		"just before the raw restore; \"raw restore reads\" is the snapshot's size over the `runsc restore` command's time.\n\n")
+}
+
+// nonZero drops the zeros (runs where a number was not measured).
+func nonZero(xs []float64) []float64 {
+	out := xs[:0:0]
+	for _, x := range xs {
+		if x > 0 {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// diff is the difference of two p50s, "–" when either is missing.
+func diff(a, b Summary) string {
+	if a.N == 0 || b.N == 0 || math.IsNaN(a.P50) || math.IsNaN(b.P50) {
+		return "–"
+	}
+	return fmt.Sprintf("%+.0f", a.P50-b.P50)
+}
+
+// p50 formats a summary's p50 alone.
+func p50(s Summary, verb string) string {
+	if s.N == 0 || math.IsNaN(s.P50) {
+		return "–"
+	}
+	return fmt.Sprintf(verb, s.P50)
+}
+
 func ratio(a, b float64) string {
 	if b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
 		return "–"
@@ -71,7 +141,8 @@ func ratio(a, b float64) string {
 
 // eventOrder is the order of the resume event's known fields; others go
 // before duration_ms, alphabetically.
-var eventOrder = []string{"claim_verify_ms", "prepare_ms", "runtime_restore_ms", "restore_ms", "thaw_ms"}
+// (model.ResumePhases, in the order the phases happen).
+var eventOrder = []string{"claim_ms", "prepare_ms", "runtime_restore_ms", "verify_ms", "verify_wait_ms", "restore_ms"}
 
 // eventKeys lists the *_ms fields some sample's event map has.
 func eventKeys(res *Result, m func(Sample) map[string]float64) []string {

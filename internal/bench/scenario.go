@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/image/imagetest"
+	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -31,6 +34,19 @@ type Sample struct {
 	ResumeMS         float64 `json:"resume_ms"`         // start → first byte, from suspended
 	ResumeAPIMS      float64 `json:"resume_api_ms"`     // the start call alone
 	ResumeAttempts   int     `json:"resume_attempts"`
+	// RawMS is a restore of the same snapshot with runsc alone (restore,
+	// kill --all SIGCONT) to the first byte, just before torpor's resume;
+	// RawRestoreMS the runsc restore command alone (see rawRestore).
+	// PageCacheGBs is a read of the snapshot's files from the page cache
+	// in the same moment. Zero when not measured.
+	RawMS        float64 `json:"raw_ms,omitempty"`
+	RawRestoreMS float64 `json:"raw_restore_ms,omitempty"`
+	PageCacheGBs float64 `json:"page_cache_gbs,omitempty"`
+	// ProxyWakeMS is a request through the daemon's proxy to the machine
+	// suspended again after the resume, to its first byte: the proxy wakes
+	// it (resume + proxy). Zero when not measured.
+	ProxyWakeMS       float64 `json:"proxy_wake_ms,omitempty"`
+	ProxyWakeAttempts int     `json:"proxy_wake_attempts,omitempty"`
 	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
 	// suspend events (the daemon's own breakdown).
 	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
@@ -52,10 +68,18 @@ const appPort = "8080"
 
 // runScenario creates the scenario's machine, measures cfg.Runs runs, checks
 // the app's memory after the last resume and destroys the machine.
-func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario) (sr ScenarioResult, err error) {
+func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, raw *rawRestore) (sr ScenarioResult, err error) {
 	sr.Scenario = s
 	progress(cfg, "%s: creating a machine (guest %d MiB)", s, s.GuestMB)
-	m, err := c.CreateMachine(ctx, cfg.App, model.CreateMachineRequest{Config: machineConfig(cfg, s)})
+	mcfg := machineConfig(cfg, s)
+	if cfg.ProxyWake {
+		port, err := imagetest.FreePort()
+		if err != nil {
+			return sr, err
+		}
+		mcfg.Services = proxiedService(port)
+	}
+	m, err := c.CreateMachine(ctx, cfg.App, model.CreateMachineRequest{Config: mcfg})
 	if err != nil {
 		return sr, err
 	}
@@ -68,9 +92,12 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario) 
 	if m.PrivateIP == "" {
 		return sr, errors.New("the machine has no private address: the daemon needs a network range")
 	}
-	r := run{c: c, cfg: cfg, app: cfg.App, id: m.ID, addr: net.JoinHostPort(m.PrivateIP, appPort)}
+	r := run{c: c, cfg: cfg, app: cfg.App, id: m.ID, ip: m.PrivateIP, addr: net.JoinHostPort(m.PrivateIP, appPort), raw: raw}
+	if port := proxyPort(m.Config); port > 0 {
+		r.proxyAddr = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	}
 	if r.last, err = r.probe(ctx, "/"); err != nil {
-		return sr, err
+		return sr, fmt.Errorf("%w\n%s", err, machineTail(ctx, c, cfg.App, m.ID))
 	}
 	for i := 1; i <= cfg.Runs; i++ {
 		smp, err := r.once(ctx)
@@ -78,8 +105,8 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario) 
 			return sr, fmt.Errorf("run %d: %w", i, err)
 		}
 		sr.Samples = append(sr.Samples, smp)
-		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), resume %.0f ms",
-			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.ResumeMS)
+		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, proxied wake %.0f ms",
+			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.ProxyWakeMS)
 	}
 	sr.Verified, err = r.verify(ctx)
 	return sr, err
@@ -98,15 +125,25 @@ func machineConfig(cfg Config, s Scenario) model.MachineConfig {
 
 // run drives one scenario's machine.
 type run struct {
-	c       *client.Client
-	cfg     Config
-	app, id string
-	addr    string   // the app's ip:port
-	last    appState // the app's latest answer
+	c         *client.Client
+	cfg       Config
+	app, id   string
+	ip        string
+	addr      string      // the app's ip:port
+	proxyAddr string      // the proxy's listener for the app ("": no proxied wake)
+	raw       *rawRestore // nil: no raw restore
+	last      appState    // the app's latest answer
 }
 
+// probe asks the app for path, through the proxy when there is one: after
+// a proxied wake the proxy keeps a connection to the app open, which a
+// single-threaded server (app.py) serves before any other.
 func (r *run) probe(ctx context.Context, path string) (appState, error) {
-	p, err := firstByte(ctx, r.addr, path, r.cfg.PollInterval)
+	addr := r.addr
+	if r.proxyAddr != "" {
+		addr = r.proxyAddr
+	}
+	p, err := firstByte(ctx, addr, path, r.cfg.PollInterval)
 	return p.state, err
 }
 
@@ -123,10 +160,41 @@ func (r *run) once(ctx context.Context) (Sample, error) {
 	if err := r.suspend(ctx, &smp); err != nil {
 		return smp, err
 	}
+	if r.raw != nil {
+		raw, err := r.raw.measure(ctx, r.id, r.ip, r.last, r.cfg.PollInterval)
+		if err != nil {
+			return smp, err
+		}
+		smp.RawMS, smp.RawRestoreMS, smp.PageCacheGBs = raw.firstByteMS, raw.restoreMS, raw.cacheGBs
+	}
 	if err := r.resume(ctx, &smp); err != nil {
 		return smp, err
 	}
-	return smp, r.eventBreakdown(ctx, &smp)
+	if err := r.eventBreakdown(ctx, &smp); err != nil {
+		return smp, err
+	}
+	if r.proxyAddr == "" {
+		return smp, nil
+	}
+	return smp, r.proxyWake(ctx, &smp)
+}
+
+// proxyWake suspends the machine again and times a request through the
+// proxy, which wakes it, to its first byte.
+func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
+	if err := r.c.Suspend(ctx, r.app, r.id); err != nil {
+		return fmt.Errorf("suspend before the proxied wake: %w", err)
+	}
+	begin := time.Now()
+	p, err := firstByte(ctx, r.proxyAddr, "/", r.cfg.PollInterval)
+	if err != nil {
+		return fmt.Errorf("proxied wake: %w", err)
+	}
+	smp.ProxyWakeMS, smp.ProxyWakeAttempts = millis(p.firstByte.Sub(begin)), p.attempts
+	if !p.state.sameProcess(r.last) {
+		return errors.New("proxied wake: the app answered from a new process")
+	}
+	return nil
 }
 
 func (r *run) cold(ctx context.Context, smp *Sample) error {
@@ -208,14 +276,13 @@ func (r *run) eventBreakdown(ctx context.Context, smp *Sample) error {
 	if err != nil {
 		return err
 	}
-	if ev, ok := newest(evs, "resume", "started"); ok {
+	if ev, ok := model.Newest(evs, model.EventResume, "started"); ok {
 		smp.ResumeEvent = durations(ev.Request)
 	}
-	if ev, ok := newest(evs, "suspend", "suspended"); ok {
+	if ev, ok := model.Newest(evs, model.EventSuspend, "suspended"); ok {
 		smp.SuspendEvent = durations(ev.Request)
-		if smp.SnapshotSource == "" {
-			size, _ := ev.Request["size_bytes"].(float64)
-			smp.SnapshotBytes, smp.SnapshotApparent, smp.SnapshotSource = int64(size), int64(size), "event"
+		if d := ev.Suspend(); d != nil && smp.SnapshotSource == "" {
+			smp.SnapshotBytes, smp.SnapshotApparent, smp.SnapshotSource = d.SizeBytes, d.SizeBytes, "event"
 		}
 	}
 	return nil
@@ -227,29 +294,23 @@ func (r *run) fallbackReason(ctx context.Context) string {
 	if err != nil {
 		return err.Error()
 	}
-	if ev, ok := newest(evs, "resume", "started"); ok {
-		return fmt.Sprint(ev.Request["reason"])
+	if ev, ok := model.Newest(evs, model.EventResume, "started"); ok && ev.Start() != nil {
+		return string(ev.Start().Fallback) + ": " + ev.Start().Reason
 	}
 	return "no resume event"
 }
 
-// newest is the latest event of a type and status.
-func newest(evs []model.Event, typ, status string) (model.Event, bool) {
-	var best model.Event
-	found := false
-	for _, ev := range evs {
-		if ev.Type == typ && ev.Status == status && (!found || ev.Timestamp > best.Timestamp) {
-			best, found = ev, true
-		}
-	}
-	return best, found
-}
-
 // durations picks an event's top-level *_ms numbers (clock_* are skews, not
-// durations, and are left out).
-func durations(details map[string]any) map[string]float64 {
+// durations, and are left out). The names are the JSON names of the event's typed details
+// (model.StartDetails, model.ResumePhases, model.SuspendDetails), so the
+// report always names what the daemon emits.
+func durations(details model.EventDetails) map[string]float64 {
 	out := map[string]float64{}
-	for k, v := range details {
+	var fields map[string]any
+	if b, err := json.Marshal(details); err != nil || json.Unmarshal(b, &fields) != nil {
+		return out
+	}
+	for k, v := range fields {
 		f, ok := v.(float64)
 		if ok && strings.HasSuffix(k, "_ms") && !strings.HasPrefix(k, "clock_") {
 			out[k] = f
@@ -280,3 +341,40 @@ func diskUsage(dir string) (blocks, apparent int64, err error) {
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// machineTail is what a failed probe's error adds: the machine's state and
+// the last lines of its console.
+func machineTail(ctx context.Context, c *client.Client, app, id string) string {
+	var b strings.Builder
+	if m, err := c.GetMachine(ctx, app, id); err == nil {
+		fmt.Fprintf(&b, "machine %s is %s; its console's last lines:\n", id, m.State)
+	}
+	var lines []string
+	c.Logs(ctx, app, id, client.LogQuery{}, func(r logs.Record) error {
+		lines = append(lines, r.Line)
+		return nil
+	})
+	b.WriteString(strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	return b.String()
+}
+
+// proxiedService publishes the app's port through the proxy on port, with
+// autostart (the proxy wakes the machine) and no autostop.
+func proxiedService(port int) []model.Service {
+	on, off, zero := true, model.AutostopOff, 0
+	return []model.Service{{Protocol: "tcp", InternalPort: 8080,
+		Ports:    []model.Port{{Port: &port, Handlers: []string{"http"}}},
+		Autostop: &off, Autostart: &on, MinMachinesRunning: &zero}}
+}
+
+// proxyPort is the port a machine config publishes through the proxy; 0 if none.
+func proxyPort(cfg model.MachineConfig) int {
+	for _, s := range cfg.Services {
+		for _, p := range s.Ports {
+			if p.Port != nil {
+				return *p.Port
+			}
+		}
+	}
+	return 0
+}

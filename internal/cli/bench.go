@@ -38,7 +38,12 @@ a chart, latest.png.
 By default it runs its own daemon in-process (root, runsc, a network range not
 used by another daemon) in a temporary directory; with --socket it drives a
 running daemon instead. Everything it creates is removed when it ends. It takes
-several minutes for the whole matrix; --quick measures one small scenario twice.`,
+several minutes for the whole matrix; --quick measures one small scenario twice.
+
+Given a root filesystem directory as --image, the in-process benchmark starts a
+local registry (docker-registry), pushes an OCI image of the directory, runs the
+matrix from that image, and then measures the image itself: pull + unpack and
+cold start fresh and cached, against the directory, and resume of both.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out, cfg.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -46,7 +51,7 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 				return bench.Rerender(cfg, from)
 			}
 			if quick {
-				inits, cfg.ResidentMB, cfg.Runs = []string{"light"}, []int{64}, 2
+				inits, cfg.ResidentMB, cfg.Runs, cfg.ImageRuns = []string{"light"}, []int{64}, 2, 1
 			}
 			var err error
 			if cfg.Inits, err = parseInits(inits, heavyInit); err != nil {
@@ -67,7 +72,8 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 	f.StringVar(&cfg.DataDir, "data-dir", "", "with --socket: that daemon's data dir, to measure snapshot files (default: the size its suspend event reports)")
 	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary (in-process daemon; its version is reported)")
 	f.StringVar(&cfg.NetworkRange, "network-range", "10.212.0.0/16", "private range for the in-process daemon's machines (keep it apart from other daemons')")
-	f.StringVar(&cfg.Image, "image", "/var/cache/torpor/rootfs/bookworm-python", "root filesystem with python3")
+	f.StringVar(&cfg.Image, "image", "/var/cache/torpor/rootfs/bookworm-python", "image with python3: a root filesystem directory (the in-process benchmark pushes an OCI image of it to a local registry and runs that) or an OCI reference")
+	f.IntVar(&cfg.ImageRuns, "image-runs", 5, "rounds of the image benchmark (pull and cold start, fresh and cached, vs the directory; resume of both); 0 skips it")
 	f.StringVar(&cfg.App, "app", "", "app to create for the benchmark (default bench-PID)")
 	f.StringSliceVar(&inits, "init", []string{"light", "heavy"}, "init costs to measure: light (~0.1 s), heavy (~2 s)")
 	f.DurationVar(&heavyInit, "heavy-init", 2*time.Second, "how long the heavy app's init (imports, loading and indexing data) runs")
@@ -76,6 +82,9 @@ several minutes for the whole matrix; --quick measures one small scenario twice.
 	f.IntVar(&cfg.CPUs, "cpus", 1, "guest.cpus of the machines")
 	f.IntVar(&cfg.Runs, "runs", 10, "runs per scenario")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", bench.DefaultPollInterval, "how often to retry the app until it answers")
+	f.BoolVar(&cfg.Raw, "raw", true, "in each run, also restore the snapshot with runsc alone (needs the data dir and runsc): torpor's own share of a resume")
+	f.BoolVar(&cfg.ProxyWake, "proxy-wake", true, "in each run, also wake the machine by a request through the daemon's proxy (127.0.0.1; with --socket the daemon must run its proxy)")
+	f.BoolVar(&cfg.SyncSnapshots, "sync-snapshots", false, "run the in-process daemon with --sync-snapshots (each snapshot flushed to disk before the suspend returns)")
 	f.StringVar(&cfg.OutDir, "out", filepath.Join("bench", "results"), "directory for the result files (empty: print only)")
 	f.StringVar(&from, "from", "", "measure nothing: print the report of a saved result (a .json under --out) and write its files again")
 	f.BoolVar(&quick, "quick", false, "measure one scenario (light, 64 MiB) twice: proves the benchmark works, measures little")

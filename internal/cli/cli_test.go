@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +21,11 @@ import (
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// env is an API server over a fake and a way to run the CLI against it.
+// env is an API server over the real machine lifecycle on the fake runtime
+// and a way to run the CLI against it.
 type env struct {
 	t      *testing.T
-	fake   *apitest.Fake
+	mgr    *apitest.Manager
 	url    string       // the API as if over the local admin socket
 	tcpURL string       // the API as over TCP: tokens needed
 	tokens *auth.Tokens // the tokens tcpURL accepts
@@ -34,14 +36,14 @@ func newEnv(t *testing.T) *env {
 	for _, k := range []string{"TORPOR_API", "TORPOR_TOKEN", "TORPOR_APP"} {
 		t.Setenv(k, "")
 	}
-	fake := apitest.NewFake()
+	mgr := apitest.NewManager(t, nil)
 	tokens := apitest.NewTokens(t)
-	h := api.New(fake, api.Config{Tokens: tokens}, nil)
+	h := api.New(mgr, api.Config{Tokens: tokens}, nil)
 	local := httptest.NewServer(apitest.Local(h))
 	t.Cleanup(local.Close)
 	tcp := httptest.NewServer(h)
 	t.Cleanup(tcp.Close)
-	return &env{t: t, fake: fake, url: local.URL, tcpURL: tcp.URL, tokens: tokens}
+	return &env{t: t, mgr: mgr, url: local.URL, tcpURL: tcp.URL, tokens: tokens}
 }
 
 // run runs torpor with args against the server and returns stdout, stderr and
@@ -77,11 +79,15 @@ func (e *env) fails(args ...string) string {
 	return errOut
 }
 
-// createMachine creates app web and a machine in it, returning the machine.
+// createMachine creates app web and a machine in it (running /app unless
+// extra gives a command after --), returning the machine.
 func (e *env) createMachine(extra ...string) model.Machine {
 	e.t.Helper()
 	e.ok("app", "create", "web")
-	out := e.ok(append([]string{"--json", "machine", "create", "--app", "web", "--image", "/rootfs", "--name", "one"}, extra...)...)
+	if !slices.Contains(extra, "--") {
+		extra = append(extra, "--", "/app")
+	}
+	out := e.ok(append([]string{"--json", "machine", "create", "--app", "web", "--image", "rootfs", "--name", "one"}, extra...)...)
 	var m model.Machine
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		e.t.Fatalf("create --json printed %q: %v", out, err)
@@ -101,7 +107,7 @@ func contains(t *testing.T, what, got string, wants ...string) {
 func TestApps(t *testing.T) {
 	e := newEnv(t)
 	contains(t, "app create", e.ok("app", "create", "web", "--org", "acme"), "Created app web")
-	contains(t, "app list", e.ok("app", "list"), "NAME", "ORG", "CREATED", "web", "acme", "2025-01-02T03:04:06Z")
+	contains(t, "app list", e.ok("app", "list"), "NAME", "ORG", "CREATED", "web", "acme", time.Now().UTC().Format("2006-01-02T"))
 
 	var list struct {
 		TotalApps int         `json:"total_apps"`
@@ -121,16 +127,16 @@ func TestMachineCreate(t *testing.T) {
 		t.Errorf("machine %+v", m)
 	}
 	cfg := m.Config
-	if cfg.Image != "/rootfs" || cfg.Guest.MemoryMB != 512 || cfg.Guest.CPUs != 2 ||
+	if cfg.Image != "rootfs" || cfg.Guest.MemoryMB != 512 || cfg.Guest.CPUs != 2 ||
 		cfg.Env["A"] != "1" || cfg.Env["B"] != "x=y" || strings.Join(cfg.Init.Cmd, " ") != "python3 -m http.server" {
 		t.Errorf("config %+v", cfg)
 	}
 
-	out := e.ok("machine", "create", "--app", "web", "--image", "/rootfs", "--skip-launch")
+	out := e.ok("machine", "create", "--app", "web", "--image", "rootfs", "--skip-launch", "--", "/app")
 	contains(t, "create", out, "Created machine", "in app web, state created")
 
 	contains(t, "list", e.ok("machine", "list", "--app", "web"),
-		"ID", "NAME", "STATE", "IMAGE", "CREATED", m.ID, "one", "started", "/rootfs", "created")
+		"ID", "NAME", "STATE", "IMAGE", "CREATED", m.ID, "one", "started", "rootfs", "created")
 }
 
 func TestMachineCreateRelativeImageAndConfigFile(t *testing.T) {
@@ -141,12 +147,16 @@ func TestMachineCreateRelativeImageAndConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "config.json")
-	conf := `{"image":"ignored","guest":{"memory_mb":128},"env":{"FROM":"file"},"services":[{"internal_port":8080,"autostop":"suspend"}]}`
+	conf := `{"image":"ignored","init":{"exec":["/app"]},"dns":{"nameservers":["10.0.0.1"]},"guest":{"memory_mb":128},"env":{"FROM":"file"},"services":[{"internal_port":8080,"autostop":"suspend"}]}`
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.ok("app", "create", "web")
-	out := e.ok("--json", "machine", "create", "--app", "web", "--config", file, "--image", "rootfs", "--env", "X=1")
+	out, errOut, err := e.run("--json", "machine", "create", "--app", "web", "--config", file, "--image", "rootfs", "--env", "X=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	contains(t, "create's warnings", errOut, "Warning: config.dns: accepted, not acted on")
 	var m model.Machine
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatal(err)
@@ -159,7 +169,7 @@ func TestMachineCreateRelativeImageAndConfigFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`{"image":"x","guest":{"memroy_mb":1}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	contains(t, "bad config", e.fails("machine", "create", "--app", "web", "--config", file), `unknown field "memroy_mb"`)
+	contains(t, "bad config", e.fails("machine", "create", "--app", "web", "--config", file), `unknown field "guest.memroy_mb"`)
 }
 
 func TestMachineStatusAndEvents(t *testing.T) {
@@ -167,7 +177,7 @@ func TestMachineStatusAndEvents(t *testing.T) {
 	m := e.createMachine("--memory", "256", "--env", "SECRET=hunter2", "--", "sleep", "1 h")
 	e.ok("machine", "suspend", "--app", "web", m.ID)
 	out := e.ok("machine", "status", "--app", "web", m.ID)
-	contains(t, "status", out, "State:", "suspended", "Boot generation:", "1", "Image:", "/rootfs",
+	contains(t, "status", out, "State:", "suspended", "Boot generation:", "1", "Image:", "rootfs",
 		"Command:", `sleep "1 h"`, "256 MB", "Env:", "SECRET", "Recent events:", "suspend")
 	if strings.Contains(out, "hunter2") {
 		t.Errorf("status shows env values:\n%s", out)
@@ -205,7 +215,7 @@ func TestMachineStartStop(t *testing.T) {
 	contains(t, "wait --json", e.ok("machine", "wait", m.ID, "--json"), `"state": "started"`)
 	contains(t, "cordon", e.ok("machine", "cordon", m.ID), "cordon ok")
 
-	contains(t, "destroy", e.fails("machine", "destroy", m.ID), "Error: machine "+m.ID+" is started: stop it first or use force")
+	contains(t, "destroy", e.fails("machine", "destroy", m.ID), "Error: machine "+m.ID+" is started; stop it first or destroy with force=true")
 	contains(t, "destroy", e.ok("machine", "destroy", m.ID, "--force"), "destroy ok")
 	contains(t, "list", e.ok("machine", "list"), "No machines in app web")
 }
@@ -213,13 +223,13 @@ func TestMachineStartStop(t *testing.T) {
 func TestMachineUpdate(t *testing.T) {
 	e := newEnv(t)
 	m := e.createMachine("--memory", "256", "--env", "A=1", "--", "sleep", "10")
-	out := e.ok("--json", "machine", "update", "--app", "web", m.ID, "--env", "B=2", "--image", "/new", "--skip-launch")
+	out := e.ok("--json", "machine", "update", "--app", "web", m.ID, "--env", "B=2", "--image", "new", "--skip-launch")
 	var got model.Machine
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
 	c := got.Config
-	if c.Image != "/new" || c.Env["A"] != "1" || c.Env["B"] != "2" || c.Guest.MemoryMB != 256 || strings.Join(c.Init.Cmd, " ") != "sleep 10" {
+	if c.Image != "new" || c.Env["A"] != "1" || c.Env["B"] != "2" || c.Guest.MemoryMB != 256 || strings.Join(c.Init.Cmd, " ") != "sleep 10" {
 		t.Errorf("updated config %+v", c)
 	}
 	contains(t, "update", e.fails("machine", "update", "--app", "web", m.ID), "nothing to update")
@@ -229,7 +239,7 @@ func TestMachineUpdate(t *testing.T) {
 func TestErrors(t *testing.T) {
 	e := newEnv(t)
 	e.ok("app", "create", "web")
-	contains(t, "status", e.fails("machine", "status", "--app", "web", "nope"), "Error: machine nope not found in app \"web\"")
+	contains(t, "status", e.fails("machine", "status", "--app", "web", "nope"), "Error: machine \"nope\" not found")
 	contains(t, "no app", e.fails("machine", "list"), "Error: no app given")
 	contains(t, "bad env", e.fails("machine", "create", "--app", "web", "--image", "x", "--env", "NOPE"), `Error: invalid --env "NOPE": want KEY=VALUE`)
 	contains(t, "no image", e.fails("machine", "create", "--app", "web"), "Error: no image given")
@@ -237,9 +247,20 @@ func TestErrors(t *testing.T) {
 	contains(t, "flag", e.fails("machine", "start", "--app", "web", "x", "--bogus"), "unknown flag: --bogus", "--help")
 	contains(t, "wait", e.fails("machine", "wait", "--app", "web", "x", "--state", "asleep"), "Error: invalid query parameter state")
 
-	e.fake.Fail = func(string) error { return model.Errorf(model.KindUnavailable, "daemon is shutting down") }
+	h := api.New(failingApps{e.mgr, model.Errorf(model.KindUnavailable, "daemon is shutting down")}, api.Config{}, nil)
+	srv := httptest.NewServer(apitest.Local(h))
+	t.Cleanup(srv.Close)
+	e.url = srv.URL
 	contains(t, "unavailable", e.fails("app", "list"), "Error: daemon is shutting down")
 }
+
+// failingApps is the lifecycle with ListApps failing with err.
+type failingApps struct {
+	api.Machines
+	err error
+}
+
+func (f failingApps) ListApps(context.Context) ([]model.App, error) { return nil, f.err }
 
 func TestUnreachable(t *testing.T) {
 	newEnv(t)

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ type configFlags struct {
 	memoryMB   int
 	cpus       int
 	env        []string
+	volumes    []string
 	skipLaunch bool
 }
 
@@ -28,16 +28,17 @@ type configFlags struct {
 func (f *configFlags) add(cmd *cobra.Command) {
 	flags := cmd.Flags()
 	flags.StringVar(&f.file, "config", "", "JSON file holding a machine config (Fly's \"config\" object); the other flags override it")
-	flags.StringVar(&f.image, "image", "", "rootfs directory or image name")
+	flags.StringVar(&f.image, "image", "", "OCI image reference (name[:tag][@digest]), or for the admin a root filesystem directory")
 	flags.IntVar(&f.memoryMB, "memory", 0, "memory in MB")
 	flags.IntVar(&f.cpus, "cpus", 0, "number of CPUs")
 	flags.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
+	flags.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume: VOLUME_ID:/path (repeatable; replaces config.mounts)")
 	flags.BoolVar(&f.skipLaunch, "skip-launch", false, "do not start the machine")
 }
 
 // changed reports whether any config flag or a command was given.
 func (f *configFlags) changed(cmd *cobra.Command, args []string) bool {
-	for _, name := range []string{"config", "image", "memory", "cpus", "env"} {
+	for _, name := range []string{"config", "image", "memory", "cpus", "env", "volume"} {
 		if cmd.Flags().Changed(name) {
 			return true
 		}
@@ -77,6 +78,13 @@ func (f *configFlags) build(cmd *cobra.Command, base model.MachineConfig, args [
 	if err := applyEnv(&cfg, f.env); err != nil {
 		return cfg, err
 	}
+	if cmd.Flags().Changed("volume") {
+		mounts, err := parseMounts(f.volumes)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Mounts = mounts
+	}
 	if len(args) > 0 {
 		cfg.Init.Cmd = args
 	}
@@ -90,9 +98,7 @@ func readConfig(path string) (model.MachineConfig, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("reading --config: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
+	if err := model.DecodeJSON(bytes.NewReader(data), &cfg); err != nil {
 		return cfg, fmt.Errorf("invalid --config %s: %w", path, err)
 	}
 	return cfg, nil
@@ -100,7 +106,10 @@ func readConfig(path string) (model.MachineConfig, error) {
 
 // imageRef returns image, made absolute when it names a local directory or
 // looks like a relative path, since the daemon does not share our working
-// directory.
+// directory. Anything else is sent as it is: an absolute path, a name under
+// the daemon's images directory or an OCI image reference (to mean the
+// image "app" while ./app is a directory, write it in full, e.g.
+// docker.io/library/app).
 func imageRef(image string) (string, error) {
 	if image == "" {
 		return "", fmt.Errorf("invalid --image: must not be empty")
@@ -128,4 +137,17 @@ func applyEnv(cfg *model.MachineConfig, pairs []string) error {
 		cfg.Env[k] = v
 	}
 	return nil
+}
+
+// parseMounts reads --volume values, VOLUME_ID:/path.
+func parseMounts(values []string) ([]model.Mount, error) {
+	mounts := make([]model.Mount, 0, len(values))
+	for _, v := range values {
+		id, path, ok := strings.Cut(v, ":")
+		if !ok || id == "" || !strings.HasPrefix(path, "/") {
+			return nil, fmt.Errorf("invalid --volume %q: want VOLUME_ID:/path, e.g. vol_0123456789abcdef:/data", v)
+		}
+		mounts = append(mounts, model.Mount{Volume: id, Path: path})
+	}
+	return mounts, nil
 }

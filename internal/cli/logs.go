@@ -3,7 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +21,7 @@ import (
 const logPage = 1000
 
 func (mc *machineCmds) logsCmd() *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	var since string
 	var fromSeq uint64
 	cmd := &cobra.Command{
@@ -33,7 +39,7 @@ func (mc *machineCmds) logsCmd() *cobra.Command {
 					return fmt.Errorf("--%w", err)
 				}
 			}
-			print := mc.logPrinter(cmd)
+			print := mc.logPrinter(cmd, raw || !isTerminal(cmd.OutOrStdout()))
 			if follow {
 				return c.Logs(cmd.Context(), app, args[0], q, print)
 			}
@@ -44,6 +50,7 @@ func (mc *machineCmds) logsCmd() *cobra.Command {
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new lines as they arrive")
 	f.StringVar(&since, "since", "", "only lines from this time on: RFC 3339 or a duration back from now (5m)")
 	f.Uint64Var(&fromSeq, "from-seq", 0, "start at this sequence number")
+	f.BoolVar(&raw, "raw", false, "write the machine's bytes as they are, terminal control sequences included, even to a terminal (they are shown escaped there by default)")
 	return cmd
 }
 
@@ -63,9 +70,10 @@ func readAllLogs(cmd *cobra.Command, c *client.Client, app, id string, q client.
 	}
 }
 
-// logPrinter prints records as the machine wrote them, or as JSON lines;
-// lines lost to rotation are reported on stderr.
-func (mc *machineCmds) logPrinter(cmd *cobra.Command) func(logs.Record) error {
+// logPrinter prints records as the machine wrote them (raw) or with their
+// control characters escaped (see displaySafe), or as JSON lines; lines lost
+// to rotation are reported on stderr.
+func (mc *machineCmds) logPrinter(cmd *cobra.Command, raw bool) func(logs.Record) error {
 	enc := json.NewEncoder(cmd.OutOrStdout())
 	return func(r logs.Record) error {
 		if r.Dropped > 0 {
@@ -78,7 +86,58 @@ func (mc *machineCmds) logPrinter(cmd *cobra.Command) func(logs.Record) error {
 		if r.Partial {
 			end = ""
 		}
-		_, err := fmt.Fprint(cmd.OutOrStdout(), r.Line+end)
+		line := r.Line
+		if !raw {
+			line = displaySafe(line)
+		}
+		_, err := fmt.Fprint(cmd.OutOrStdout(), line+end)
 		return err
 	}
+}
+
+// displaySafe makes a line a machine wrote safe to show on the operator's
+// terminal (issue 17, F15: escape sequences in a machine's output could
+// clear the screen, rewrite what the operator sees, retitle the window or,
+// on some terminals, answer back as keyboard input). Control characters
+// other than tab, DEL, the C1 controls and bytes that are not UTF-8 are
+// written as Go escapes (\x1b, \r, \u009b); everything else is kept.
+func displaySafe(s string) string {
+	safe := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c >= 0x7f {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\r':
+			b.WriteString("\\r")
+		case r < 0x20 && r != '\t' || r == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case r >= 0x80 && r < 0xa0:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -45,7 +45,9 @@ func (mc *machineCmds) target() (*client.Client, string, error) {
 }
 
 func (mc *machineCmds) listCmd() *cobra.Command {
-	return &cobra.Command{
+	var watch bool
+	var interval time.Duration
+	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List an app's machines",
@@ -54,6 +56,12 @@ func (mc *machineCmds) listCmd() *cobra.Command {
 			c, app, err := mc.target()
 			if err != nil {
 				return err
+			}
+			if watch {
+				if interval < 100*time.Millisecond {
+					return fmt.Errorf("invalid --interval %s: must be at least 100ms", interval)
+				}
+				return mc.watchList(cmd, c, app, interval)
 			}
 			list, err := c.ListMachines(cmd.Context(), app)
 			if err != nil {
@@ -69,6 +77,9 @@ func (mc *machineCmds) listCmd() *cobra.Command {
 			return writeMachines(cmd, list)
 		},
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep listing: redraw the table on a terminal, else print it again whenever it changes (Ctrl-C ends)")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often --watch lists the machines")
+	return cmd
 }
 
 func (mc *machineCmds) statusCmd() *cobra.Command {
@@ -89,9 +100,11 @@ func (mc *machineCmds) statusCmd() *cobra.Command {
 			if mc.g.json {
 				return printJSON(cmd, m)
 			}
-			events := m.Events
-			if len(events) == 0 {
-				events, _ = c.Events(cmd.Context(), app, m.ID) // best effort: status is shown anyway
+			// All events: the last resume may be older than the few the
+			// machine's record carries.
+			events, err := c.Events(cmd.Context(), app, m.ID)
+			if err != nil {
+				events = m.Events // best effort: status is shown anyway
 			}
 			return writeStatus(cmd, m, events)
 		},
@@ -109,7 +122,11 @@ func (mc *machineCmds) startCmd() *cobra.Command {
 				return err
 			}
 			began := time.Now()
-			resp, err := c.Start(cmd.Context(), app, args[0])
+			var resp model.StartResponse
+			err = mc.g.withProgress(cmd, "Starting machine "+args[0], func() (err error) {
+				resp, err = c.Start(cmd.Context(), app, args[0])
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -226,7 +243,7 @@ func (mc *machineCmds) operate(cmd *cobra.Command, id, op string, call func(cont
 	if err != nil {
 		return err
 	}
-	if err := call(cmd.Context(), c, app); err != nil {
+	if err := mc.g.withProgress(cmd, progressText(op, id), func() error { return call(cmd.Context(), c, app) }); err != nil {
 		return err
 	}
 	if mc.g.json {
@@ -239,6 +256,16 @@ func (mc *machineCmds) operate(cmd *cobra.Command, id, op string, call func(cont
 	}
 	say(cmd, "Machine %s: %s ok, state %s\n", id, op, m.State)
 	return nil
+}
+
+// progressText says what an operation is doing, for its spinner.
+func progressText(op, id string) string {
+	verbs := map[string]string{"stop": "Stopping", "suspend": "Suspending", "destroy": "Destroying",
+		"cordon": "Cordoning", "uncordon": "Uncordoning"}
+	if v, ok := verbs[op]; ok {
+		return v + " machine " + id
+	}
+	return op + " machine " + id
 }
 
 func (mc *machineCmds) waitCmd() *cobra.Command {

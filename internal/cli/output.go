@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,14 @@ func say(cmd *cobra.Command, format string, args ...any) {
 	fmt.Fprintf(cmd.OutOrStdout(), format, args...)
 }
 
+// warn prints the warnings of an answer (what of a config the daemon
+// accepted without acting on it) to stderr.
+func warn(cmd *cobra.Command, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(cmd.ErrOrStderr(), "Warning: %s\n", w)
+	}
+}
+
 // printJSON prints v as indented JSON.
 func printJSON(cmd *cobra.Command, v any) error {
 	enc := json.NewEncoder(cmd.OutOrStdout())
@@ -41,12 +50,37 @@ func nonNil[T any](list []T) []T {
 
 // writeMachines prints machines as a table.
 func writeMachines(cmd *cobra.Command, machines []model.Machine) error {
-	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tIMAGE\tCREATED")
+	return writeMachineTable(cmd.OutOrStdout(), machines, false)
+}
+
+// writeMachineTable prints machines as a table, with the states in color
+// for a terminal.
+func writeMachineTable(w io.Writer, machines []model.Machine, color bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\tNAME\t%s\tIMAGE\tCREATED\n", colored("STATE", "39", color))
 	for _, m := range machines {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, dash(m.Name), m.State, dash(m.Config.Image), formatTime(m.CreatedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, dash(m.Name), colored(string(m.State), stateColors[m.State], color),
+			dash(m.Config.Image), formatTime(m.CreatedAt))
 	}
 	return tw.Flush()
+}
+
+// stateColors are the ANSI colors of the states on a terminal, as the
+// dashboard's dots: suspended blue, started green, in-between yellow.
+var stateColors = map[model.State]string{
+	model.StateStarted: "32", model.StateSuspended: "34", model.StateStopped: "90", model.StateCreated: "37",
+	model.StateStarting: "33", model.StateStopping: "33", model.StateSuspending: "36",
+	model.StateDestroying: "31", model.StateDestroyed: "31",
+}
+
+// colored wraps s in an ANSI color (a two-digit code) when color is on.
+// Every colored cell of a column then has the same nine invisible bytes,
+// so tabwriter still aligns the column.
+func colored(s, code string, color bool) string {
+	if !color || len(code) != 2 {
+		return s
+	}
+	return "\033[" + code + "m" + s + "\033[0m"
 }
 
 // writeEvents prints events as a table, oldest first.
@@ -77,7 +111,7 @@ const maxDetails = 100
 // with dotted keys and arrays are left out.
 func eventDetails(e model.Event) string {
 	flat := map[string]string{}
-	flatten("", e.Request, flat)
+	flatten("", e.Fields(), flat)
 	var parts []string
 	for _, k := range leadingKeys {
 		if v, ok := flat[k]; ok {
@@ -160,8 +194,9 @@ func dash(s string) string {
 	return s
 }
 
-// writeStatus prints a machine's state, boot generation, config summary and
-// its last few events.
+// writeStatus prints a machine's state, boot generation, config summary,
+// checks, where its last resume and suspend spent their time, and its last
+// few events.
 func writeStatus(cmd *cobra.Command, m model.Machine, events []model.Event) error {
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
@@ -182,6 +217,12 @@ func writeStatus(cmd *cobra.Command, m model.Machine, events []model.Event) erro
 	for _, s := range m.Config.Services {
 		row("Service", serviceSummary(s))
 	}
+	for _, mt := range m.Config.Mounts {
+		row("Volume", fmt.Sprintf("%s (%s) at %s", mt.Volume, dash(mt.Name), mt.Path))
+	}
+	for _, c := range m.Checks {
+		row("Check "+c.Name, fmt.Sprintf("%s since %s: %s", c.Status, formatTime(c.UpdatedAt), truncate(c.Output, maxDetails)))
+	}
 	if m.Config.Restart != nil && m.Config.Restart.Policy != "" {
 		row("Restart", m.Config.Restart.Policy)
 	}
@@ -193,6 +234,15 @@ func writeStatus(cmd *cobra.Command, m model.Machine, events []model.Event) erro
 	}
 	row("Created", formatTime(m.CreatedAt))
 	row("Updated", formatTime(m.UpdatedAt))
+	for _, c := range m.Checks {
+		row("Check "+c.Name, checkSummary(c))
+	}
+	if ev, ok := model.Newest(events, model.EventResume, "started"); ok {
+		row("Last resume", resumeSummary(ev))
+	}
+	if ev, ok := model.Newest(events, model.EventSuspend, "suspended"); ok {
+		row("Last suspend", suspendSummary(ev))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -283,4 +333,57 @@ func serviceSummary(s model.Service) string {
 		out += " autostart=" + strconv.FormatBool(*s.Autostart)
 	}
 	return out
+}
+
+// checkSummary renders a check's result: "passing (200 OK, 3s ago)".
+func checkSummary(c model.CheckStatus) string {
+	out := dash(c.Status)
+	var more []string
+	if o := strings.TrimSpace(c.Output); o != "" {
+		more = append(more, truncate(strings.ReplaceAll(o, "\n", " "), 60))
+	}
+	if !c.UpdatedAt.IsZero() {
+		more = append(more, formatDuration(time.Since(c.UpdatedAt).Truncate(time.Second))+" ago")
+	}
+	if len(more) > 0 {
+		out += " (" + strings.Join(more, ", ") + ")"
+	}
+	return out
+}
+
+// resumeSummary says how the last resume went and where its time went:
+// "from snapshot in 190ms at ... (claim 3ms, prepare 21ms, runtime restore
+// 150ms, verify 12ms beside it (waited 0ms), app told 6ms)", or the
+// fallback's reason.
+func resumeSummary(ev model.Event) string {
+	d := ev.Start()
+	if d == nil {
+		return formatMillis(ev.Timestamp)
+	}
+	took := formatDuration(time.Duration(d.DurationMS) * time.Millisecond)
+	if !d.FromSnapshot {
+		why := d.Reason
+		if d.Fallback != "" {
+			why = string(d.Fallback) + ": " + why
+		}
+		return fmt.Sprintf("cold start in %s at %s, the snapshot could not be used (%s)", took, formatMillis(ev.Timestamp), why)
+	}
+	out := fmt.Sprintf("from snapshot in %s at %s", took, formatMillis(ev.Timestamp))
+	if p := d.ResumePhases; p != nil {
+		ms := func(n int64) string { return formatDuration(time.Duration(n) * time.Millisecond) }
+		out += fmt.Sprintf(" (claim %s, prepare %s, runtime restore %s, verify %s beside it (waited %s), app told %s)",
+			ms(p.ClaimMS), ms(p.PrepareMS), ms(p.RuntimeRestoreMS), ms(p.VerifyMS), ms(p.VerifyWaitMS), ms(d.DurationMS-p.RestoreMS))
+	}
+	return out
+}
+
+// suspendSummary says how the last suspend went.
+func suspendSummary(ev model.Event) string {
+	d := ev.Suspend()
+	if d == nil {
+		return formatMillis(ev.Timestamp)
+	}
+	ms := func(n int64) string { return formatDuration(time.Duration(n) * time.Millisecond) }
+	return fmt.Sprintf("in %s at %s, snapshot %.1f MiB (checkpoint %s, seal %s)", ms(d.DurationMS), formatMillis(ev.Timestamp),
+		float64(d.SizeBytes)/(1<<20), ms(d.CheckpointMS), ms(d.SealMS))
 }

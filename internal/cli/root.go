@@ -1,5 +1,6 @@
 // Package cli owns torpor's command line: the cobra command tree of the client
-// subcommands (app, machine, token), their flags and their output (tables or JSON).
+// subcommands (app, machine, image, volume, token; launch, deploy, status, scale
+// and config around a fly.toml), their flags and their output (tables or JSON).
 // Every command talks to the daemon through package client; the daemon's own
 // `serve` command is built elsewhere and passed to NewRoot.
 package cli
@@ -42,9 +43,10 @@ func NewRoot(serve *cobra.Command) *cobra.Command {
 	flags.StringVar(&g.token, "token", "", "API bearer token for a TCP API address; not needed (nor sent) on the local admin socket (env TORPOR_TOKEN)")
 	flags.BoolVar(&g.json, "json", false, "print JSON instead of tables")
 
-	root.AddCommand(newAppCmd(g), newMachineCmd(g), newTokenCmd(g), newDemoCmd(g), newBenchCmd(g))
+	root.AddCommand(newAppCmd(g), newMachineCmd(g), newImageCmd(g), newVolumeCmd(g), newTokenCmd(g), newHostCmd(g), newClusterCmd(), newDemoCmd(g), newBenchCmd(g), newDashboardCmd(g),
+		newLaunchCmd(g), newDeployCmd(g), newStatusCmd(g), newScaleCmd(g), newConfigCmd(g))
 	if serve != nil {
-		root.AddCommand(serve)
+		root.AddCommand(serve, newFenceWatchCmd())
 	}
 	return root
 }

@@ -240,6 +240,14 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil, &okAnswer{})
 }
 
+// DashboardLink asks the daemon (over its admin socket) for a one-time
+// link to the web dashboard on a loopback port.
+func (c *Client) DashboardLink(ctx context.Context) (model.DashboardLink, error) {
+	var link model.DashboardLink
+	err := c.do(ctx, http.MethodPost, "/v1/dashboard", nil, nil, &link)
+	return link, err
+}
+
 // Health checks that the daemon answers.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/healthz", nil, nil, &okAnswer{})
@@ -304,6 +312,9 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if nonce := model.LeaseNonceOf(ctx); nonce != "" {
+		req.Header.Set(LeaseNonceHeader, nonce)
 	}
 	return req, nil
 }

@@ -18,13 +18,14 @@ import (
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// serve starts the API over a fake on TCP and returns a client of it: with
-// an admin token when withToken, else as if over the local admin socket.
-func serve(t *testing.T, withToken bool) (*client.Client, *apitest.Fake, string) {
+// serve starts the API over the real machine lifecycle (on the fake
+// runtime) on TCP and returns a client of it: with an admin token when
+// withToken, else as if over the local admin socket.
+func serve(t *testing.T, withToken bool) (*client.Client, *apitest.Manager, string) {
 	t.Helper()
-	fake := apitest.NewFake()
+	mgr := apitest.NewManager(t, nil)
 	tokens := apitest.NewTokens(t)
-	h := api.New(fake, api.Config{Tokens: tokens}, nil)
+	h := api.New(mgr, api.Config{Tokens: tokens}, nil)
 	token := ""
 	if withToken {
 		token = apitest.MustToken(t, tokens, model.CreateTokenRequest{Admin: true}).Secret
@@ -37,7 +38,7 @@ func serve(t *testing.T, withToken bool) (*client.Client, *apitest.Fake, string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, fake, srv.URL
+	return c, mgr, srv.URL
 }
 
 func TestNewAddresses(t *testing.T) {
@@ -68,7 +69,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || len(apps) != 1 || apps[0].Name != "web" {
 		t.Fatalf("ListApps = %+v, %v", apps, err)
 	}
-	m, err := c.CreateMachine(ctx, "web", model.CreateMachineRequest{Config: model.MachineConfig{Image: "/rootfs"}})
+	m, err := c.CreateMachine(ctx, "web", model.CreateMachineRequest{Config: model.MachineConfig{Image: "rootfs", Init: model.InitConfig{Exec: []string{"/app"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +94,8 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || got.State != model.StateStopped || !got.Cordoned {
 		t.Fatalf("GetMachine = %+v, %v", got, err)
 	}
-	updated, err := c.UpdateMachine(ctx, "web", m.ID, model.UpdateMachineRequest{Config: model.MachineConfig{Image: "/new"}, SkipLaunch: true})
-	if err != nil || updated.Config.Image != "/new" {
+	updated, err := c.UpdateMachine(ctx, "web", m.ID, model.UpdateMachineRequest{Config: model.MachineConfig{Image: "new", Init: model.InitConfig{Exec: []string{"/app"}}}, SkipLaunch: true})
+	if err != nil || updated.Config.Image != "new" {
 		t.Fatalf("UpdateMachine = %+v, %v", updated, err)
 	}
 	events, err := c.Events(ctx, "web", m.ID)
@@ -137,7 +138,7 @@ func TestWaitTimeout(t *testing.T) {
 	if _, err := c.CreateApp(ctx, "web", ""); err != nil {
 		t.Fatal(err)
 	}
-	m, err := c.CreateMachine(ctx, "web", model.CreateMachineRequest{Config: model.MachineConfig{Image: "/rootfs"}})
+	m, err := c.CreateMachine(ctx, "web", model.CreateMachineRequest{Config: model.MachineConfig{Image: "rootfs", Init: model.InitConfig{Exec: []string{"/app"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := api.New(apitest.NewFake(), api.Config{}, nil)
+	h := api.New(apitest.NewManager(t, nil), api.Config{}, nil)
 	var sentAuth atomic.Value
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -39,15 +39,27 @@ func crashPoints() []machine.FaultPoint {
 	return out
 }
 
-// crashRig drives one machine through crash trials on one daemon.
+// crashRig drives one machine through crash trials on one daemon. The
+// machine's app is published by the proxy on port, so that the checks can
+// ask it through the proxy as well as directly.
 type crashRig struct {
-	t  *testing.T
-	d  *daemon
-	id string // current machine; "" when it was destroyed
+	t    *testing.T
+	d    *daemon
+	id   string // current machine; "" when it was destroyed
+	port int
 }
 
 func newCrashRig(t *testing.T) *crashRig {
-	return &crashRig{t: t, d: newDaemon(t)}
+	return &crashRig{t: t, d: newDaemon(t), port: freePort(t)}
+}
+
+// config is the rig's machine config, with env on top of the counter app's.
+func (r *crashRig) config(env map[string]string) model.MachineConfig {
+	cfg := serviceConfig(r.port, []string{"http"}, model.AutostopOff, 0)
+	for k, v := range env {
+		cfg.Env[k] = v
+	}
+	return cfg
 }
 
 // prepare brings the rig's machine into the state the point's operation
@@ -56,7 +68,7 @@ func (r *crashRig) prepare(op string) {
 	r.t.Helper()
 	d := r.d
 	if r.id == "" || d.get(r.id).State == model.StateDestroyed {
-		r.id = d.create(counterConfig(nil)).ID
+		r.id = d.create(r.config(nil)).ID
 		d.waitCount(r.id, 2)
 	}
 	want := model.StateStarted
@@ -103,7 +115,7 @@ func (r *crashRig) operate(op string) error {
 		return d.c.Stop(c, d.app, r.id, model.StopRequest{})
 	case "update":
 		_, err := d.c.UpdateMachine(c, d.app, r.id, model.UpdateMachineRequest{
-			Config: counterConfig(map[string]string{"VERSION": strconv.Itoa(rand.Intn(1000))})})
+			Config: r.config(map[string]string{"VERSION": strconv.Itoa(rand.Intn(1000))})})
 		return err
 	case "destroy":
 		return d.c.Destroy(c, d.app, r.id, true)
@@ -255,7 +267,8 @@ func (d *daemon) containers() []string {
 
 // check asserts the invariants after a crash: at rest, snapshot dirs only
 // for a suspended machine (exactly one), a runsc container only for a
-// started one, and the counter never went back.
+// started one, which answers its app directly and through the proxy, and
+// the counter never went back.
 func (r *crashRig) check(label string) {
 	r.t.Helper()
 	r.waitRest()
@@ -272,6 +285,9 @@ func (r *crashRig) check(label string) {
 	has := slices.Contains(cs, "torpor-"+r.id)
 	if has != (m.State == model.StateStarted) || len(cs) > 1 {
 		r.t.Fatalf("%s: %s machine, runsc containers %v", label, m.State, cs)
+	}
+	if m.State == model.StateStarted {
+		d.answers(r.id, r.port, label)
 	}
 	if m.State == model.StateDestroyed {
 		if _, err := os.Stat(filepath.Join(d.dataDir, "machines", r.id)); !errors.Is(err, os.ErrNotExist) {
@@ -305,7 +321,8 @@ func neverBack(t *testing.T, label string, counts []int, gen uint64) {
 }
 
 // followUp proves the machine is actionable: a suspended machine resumes
-// from its snapshot and counts on, a stopped one starts.
+// from its snapshot and counts on, a stopped one starts, and then (check)
+// answers its app; a started one answered in the check before.
 func (r *crashRig) followUp(label string) {
 	r.t.Helper()
 	d := r.d

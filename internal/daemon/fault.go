@@ -1,3 +1,5 @@
+//go:build faults
+
 package daemon
 
 import (
@@ -11,22 +13,28 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/image"
 	"github.com/torpor-dev/torpor/internal/machine"
 )
 
-// Fault injection for crash tests (TORPOR_FAULT). Never set in production:
-// with it empty the manager gets no fault function at all.
+// Fault injection for crash tests (TORPOR_FAULT), in test builds only
+// (go build -tags faults; fault_off.go refuses TORPOR_FAULT otherwise).
+// With it empty the manager gets no fault function at all.
 //
 // TORPOR_FAULT is a comma-separated list of rules, each
 //
 //	POINT[:ACTION][@N][+DELAY]
 //
-// POINT is one of machine.FaultPoints. ACTION is
+// POINT is one of machine.FaultPoints or image.FaultPoints. ACTION is
 //
 //	exit          the daemon exits at once with status 75 (default)
 //	kill          the daemon sends itself SIGKILL (a true kill -9)
 //	kill-sandbox  SIGKILL to the machine's runsc sandbox process; the
 //	              daemon goes on (a runtime crash)
+//	fail          the store write at the point fails with ENOSPC, as on
+//	              a full disk; the daemon goes on. The only action of
+//	              machine.FailPoints (and their default), which take no
+//	              delay
 //
 // @N fires the rule at the Nth time the point is reached (default 1); each
 // rule fires once. +DELAY (a Go duration; kill and kill-sandbox) kills that
@@ -41,6 +49,7 @@ const (
 	faultExit        = "exit"
 	faultKill        = "kill"
 	faultKillSandbox = "kill-sandbox"
+	faultFail        = "fail"
 )
 
 // faultRule is one parsed rule of TORPOR_FAULT.
@@ -85,12 +94,26 @@ func parseFaultRule(s string) (*faultRule, error) {
 		}
 		r.nth, s = n, s[:i]
 	}
+	if machine.IsFailPoint(s) {
+		r.action = faultFail
+	}
 	if point, action, ok := strings.Cut(s, ":"); ok {
 		s, r.action = point, action
 	}
 	r.point = s
+	if machine.IsFailPoint(r.point) {
+		switch {
+		case r.action != faultFail:
+			return nil, fmt.Errorf("action %q: a store fail point only takes fail", r.action)
+		case r.delay > 0:
+			return nil, fmt.Errorf("a store fail point takes no delay")
+		}
+		return r, nil
+	}
 	switch {
-	case !machine.IsFaultPoint(r.point):
+	case r.action == faultFail:
+		return nil, fmt.Errorf("action fail only goes with a store fail point (%s)", failPointNames())
+	case !machine.IsFaultPoint(r.point) && !image.IsFaultPoint(r.point):
 		return nil, fmt.Errorf("unknown fault point %q", r.point)
 	case r.action != faultExit && r.action != faultKill && r.action != faultKillSandbox:
 		return nil, fmt.Errorf("action %q must be exit, kill or kill-sandbox", r.action)
@@ -98,6 +121,58 @@ func parseFaultRule(s string) (*faultRule, error) {
 		return nil, fmt.Errorf("a delay only goes with kill or kill-sandbox")
 	}
 	return r, nil
+}
+
+// checkFaults checks cfg.Fault before anything is opened.
+func (s *System) checkFaults(context.Context) error {
+	_, err := parseFaults(s.cfg.Fault)
+	return err
+}
+
+// armFaults arms the fault points of cfg.Fault on the machine manager.
+func (s *System) armFaults(context.Context) error {
+	rules, err := parseFaults(s.cfg.Fault)
+	if err != nil || len(rules) == 0 {
+		return err
+	}
+	pids, ok := s.Runtime.(sandboxPIDs)
+	if !ok {
+		return fmt.Errorf("TORPOR_FAULT: runtime %s cannot find sandbox processes", s.Runtime.Name())
+	}
+	var crashes, fails []*faultRule
+	for _, r := range rules {
+		if r.action == faultFail {
+			fails = append(fails, r)
+		} else {
+			crashes = append(crashes, r)
+		}
+	}
+	if len(fails) > 0 {
+		s.Machines.SetFailure(failFunc(fails, s.log))
+	}
+	fn := faultFunc(crashes, killSandbox(pids), s.log)
+	if fn == nil {
+		return nil
+	}
+	s.Machines.SetFault(fn)
+	s.Images.SetFault(func(point string) { fn(point, "") })
+	return nil
+}
+
+// sandboxPIDs is a runtime that can name a sandbox's host process.
+type sandboxPIDs interface {
+	SandboxPID(ctx context.Context, id string) (int, error)
+}
+
+// killSandbox returns a sandboxKiller for a runtime that knows its PIDs.
+func killSandbox(rt sandboxPIDs) sandboxKiller {
+	return func(ctx context.Context, machineID string) (int, error) {
+		pid, err := rt.SandboxPID(ctx, machine.SandboxID(machineID))
+		if err != nil || pid == 0 {
+			return pid, err
+		}
+		return pid, syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // sandboxKiller finds and kills a machine's sandbox process.
@@ -149,4 +224,33 @@ func (r *faultRule) fire(machineID string, kill sandboxKiller, log *slog.Logger)
 		}
 		time.AfterFunc(r.delay, do)
 	}
+}
+
+// failFunc returns the manager's fail function for rules (all of action
+// fail): the Nth time a rule's point is reached, its store write fails
+// with ENOSPC.
+func failFunc(rules []*faultRule, log *slog.Logger) func(point, machineID string) error {
+	var mu sync.Mutex
+	return func(point, machineID string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range rules {
+			if r.point == point {
+				if r.hits++; r.hits == r.nth {
+					log.Error("fail point reached: failing the store write", "point", point, "hit", r.nth, "machine", machineID)
+					return fmt.Errorf("store write at %s (injected): %w", point, syscall.ENOSPC)
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// failPointNames lists machine.FailPoints for error messages.
+func failPointNames() string {
+	names := make([]string, len(machine.FailPoints))
+	for i, p := range machine.FailPoints {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ", ")
 }

@@ -1,9 +1,13 @@
+//go:build faults
+
 package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,5 +56,35 @@ func TestFaultFuncFiresOnNthHitOnce(t *testing.T) {
 	}
 	if faultFunc(nil, nil, nil) != nil {
 		t.Fatal("no rules must mean no fault function at all")
+	}
+}
+
+// TestFailRules: a store fail point takes the fail action (its default) and
+// fails its Nth write once, with ENOSPC; fail goes with fail points only.
+func TestFailRules(t *testing.T) {
+	rules, err := parseFaults("store/commit-suspended@2,store/claim:fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rules[0].action != faultFail || rules[0].nth != 2 || rules[1].action != faultFail {
+		t.Fatalf("rules = %+v %+v", *rules[0], *rules[1])
+	}
+	for _, bad := range []string{"store/claim:kill", "store/claim:fail+1s", "resume/after-claim:fail"} {
+		if _, err := parseFaults(bad); err == nil {
+			t.Errorf("parseFaults(%q) accepted", bad)
+		}
+	}
+	f := failFunc(rules, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var failed []int
+	for i := 1; i <= 3; i++ {
+		if err := f("store/commit-suspended", "m"); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fail error = %v, want ENOSPC", err)
+			}
+			failed = append(failed, i)
+		}
+	}
+	if len(failed) != 1 || failed[0] != 2 {
+		t.Fatalf("failed writes %v, want only the 2nd", failed)
 	}
 }

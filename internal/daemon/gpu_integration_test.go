@@ -181,8 +181,8 @@ func TestGPUHostMemorySuspendResume(t *testing.T) {
 		}
 		t.Logf("resume %d: restore %vms, post_resume hook %vms (device reload from host RAM %.3fms inside the app; "+
 			"reading the weights from disk at boot took %.3fms), resume total %vms",
-			i, rev.Request["restore_ms"], detail(rev, "post_resume.duration_ms"), deref64(st.LastLoadMS), st0.DiskLoadMS,
-			rev.Request["duration_ms"])
+			i, rev.Field("restore_ms"), detail(rev, "post_resume.duration_ms"), deref64(st.LastLoadMS), st0.DiskLoadMS,
+			rev.Field("duration_ms"))
 	}
 }
 

@@ -5,17 +5,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/demo"
+	"github.com/torpor-dev/torpor/internal/fence"
+	"github.com/torpor-dev/torpor/internal/image/imagetest"
 	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 )
@@ -31,6 +35,22 @@ var (
 	runscPath  = envOr("TORPOR_RUNSC", "/var/cache/torpor/bin/runsc")
 )
 
+// testNetworkRange is the machine network range of the test daemons: the
+// lower half of TORPOR_TEST_NETWORK_RANGE (internal/bench's test takes the
+// upper half: a daemon refuses a range overlapping a live daemon's, and
+// `go test ./...` runs the two packages at once), else 10.213.0.0/16.
+func testNetworkRange() string {
+	r, ok := os.LookupEnv("TORPOR_TEST_NETWORK_RANGE")
+	if !ok {
+		return "10.213.0.0/16"
+	}
+	p, err := netip.ParsePrefix(r)
+	if err != nil || p.Bits() >= 24 {
+		return r // let the daemon say what is wrong with it
+	}
+	return netip.PrefixFrom(p.Masked().Addr(), p.Bits()+1).String()
+}
+
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
 		return v
@@ -39,6 +59,9 @@ func envOr(key, def string) string {
 }
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(etcdMemberEnv); spec != "" {
+		runEtcdMember(spec) // a member of a test's etcd cluster (cluster_harness_test.go)
+	}
 	skipReason = missingPrerequisite()
 	if skipReason != "" {
 		if os.Getenv("TORPOR_INTEGRATION") == "1" {
@@ -52,13 +75,19 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	torporBin = filepath.Join(dir, "torpor")
-	build := exec.Command("go", "build", "-o", torporBin, "github.com/torpor-dev/torpor/cmd/torpor")
+	build := exec.Command("go", "build", "-tags", "faults", "-o", torporBin, "github.com/torpor-dev/torpor/cmd/torpor")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build torpor:", err)
 		os.Exit(1)
 	}
+	stopRegistry, err := startTestRegistry(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test registry:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	stopRegistry()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -73,6 +102,9 @@ func missingPrerequisite() string {
 	if _, err := os.Stat(filepath.Join(rootfs, "usr/bin/python3")); err != nil {
 		return "no test rootfs at " + rootfs + " (run scripts/build-rootfs.sh)"
 	}
+	if _, err := os.Stat(imagetest.RegistryBinary); err != nil {
+		return "no " + imagetest.RegistryBinary + " (run scripts/deps.sh)"
+	}
 	return ""
 }
 
@@ -86,9 +118,10 @@ type daemon struct {
 	c       *client.Client
 	app     string
 	flags   []string // extra flags of torpor serve
+	nofile  int      // if set, the daemon runs under prlimit --nofile=N:N
 }
 
-var appSeq int
+var appSeq atomic.Int64 // parallel tests make daemons too
 
 // newDaemon starts a daemon with its own data directory (and extra serve
 // flags) and creates an app.
@@ -101,16 +134,31 @@ func newDaemon(t testing.TB, flags ...string) *daemon {
 // data directory).
 func newDaemonAt(t testing.TB, sock string, flags ...string) *daemon {
 	t.Helper()
+	return startDaemon(t, sock, 0, flags)
+}
+
+// startDaemon is newDaemonAt with the daemon's descriptor limit set to
+// nofile (0: inherited).
+func startDaemon(t testing.TB, sock string, nofile int, flags []string) *daemon {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	dir := t.TempDir()
+	return startDaemonIn(t, t.TempDir(), sock, nofile, flags)
+}
+
+// startDaemonIn is startDaemon with the data directory dir (e.g. a small
+// file system a test fills).
+func startDaemonIn(t testing.TB, dir, sock string, nofile int, flags []string) *daemon {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
 	if sock == "" {
 		sock = filepath.Join(dir, "torpor.sock")
 	}
-	appSeq++
 	d := &daemon{t: t, dataDir: dir, sock: sock,
-		app: fmt.Sprintf("it%d-%d", os.Getpid()%10000, appSeq), flags: flags}
+		app: fmt.Sprintf("it%d-%d", os.Getpid()%10000, appSeq.Add(1)), flags: flags, nofile: nofile}
 	d.run()
 	t.Cleanup(d.cleanup)
 	if _, err := d.c.CreateApp(ctx(t), d.app, ""); err != nil {
@@ -133,8 +181,12 @@ func (d *daemon) run(env ...string) {
 		d.t.Fatal(err)
 	}
 	args := append([]string{"serve", "--data-dir", d.dataDir, "--socket", d.sock,
-		"--runsc", runscPath, "--network-range", envOr("TORPOR_TEST_NETWORK_RANGE", "10.213.0.0/16")}, d.flags...)
+		"--runsc", runscPath, "--network-range", testNetworkRange(),
+		"--insecure-registry", registry.Host}, d.flags...)
 	d.cmd = exec.Command(torporBin, args...)
+	if d.nofile > 0 { // prlimit sets the limit and execs the daemon: same pid
+		d.cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", d.nofile, d.nofile), torporBin}, args...)...)
+	}
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
@@ -220,30 +272,50 @@ func (d *daemon) cleanup() {
 					d.t.Logf("cleanup: destroy %s: %v", m.ID, err)
 				}
 			}
+			vs, _ := d.c.ListVolumes(c, app.Name)
+			for _, v := range vs {
+				if _, err := d.c.DestroyVolume(c, app.Name, v.ID); err != nil {
+					d.t.Logf("cleanup: destroy volume %s: %v", v.ID, err)
+				}
+			}
 			d.c.DeleteApp(c, app.Name)
 		}
 		d.stop()
 	}
+	root := filepath.Join(d.dataDir, "runsc")
+	fence.StopPrevious(d.dataDir) // a crashed cluster daemon's fencing watchdog
+	d.killSandboxes()
+	// The daemon pins the gofers' empty network namespace here and unmounts
+	// it when it stops; a crashed daemon leaves it (possibly stacked).
+	for syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH) == nil {
+	}
+	// Volumes a test left (or a daemon that could not destroy them) stay
+	// mounted on the host: unmount them, so that the data dir goes away.
+	mounts, _ := filepath.Glob(filepath.Join(d.dataDir, "volumes", "*", "fs"))
+	for _, m := range mounts {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
+
+// killSandboxes kills and deletes every sandbox of the daemon's runsc.
+func (d *daemon) killSandboxes() {
 	root := filepath.Join(d.dataDir, "runsc")
 	out, _ := exec.Command(runscPath, "--root", root, "list", "-quiet").Output()
 	for _, id := range strings.Fields(string(out)) {
 		exec.Command(runscPath, "--root", root, "kill", id, "KILL").Run()
 		exec.Command(runscPath, "--root", root, "delete", "--force", id).Run()
 	}
-	// The daemon pins the gofers' empty network namespace here and unmounts
-	// it when it stops; a crashed daemon leaves it (possibly stacked).
-	for syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH) == nil {
-	}
 }
 
-// counterConfig is a machine running the demo app (internal/demo/app.py).
+// counterConfig is a machine running the demo app (internal/demo/app.py),
+// from the Debian+python OCI image the daemon pulls from the test registry.
 func counterConfig(env map[string]string) model.MachineConfig {
 	e := map[string]string{"TABLE_SIZE": "200000"}
 	for k, v := range env {
 		e[k] = v
 	}
 	return model.MachineConfig{
-		Image: rootfs,
+		Image: pythonImage,
 		Init:  model.InitConfig{Exec: []string{"python3", "-c", demo.AppSource}},
 		Env:   e,
 		Guest: model.Guest{CPUs: 1, MemoryMB: 512},

@@ -81,7 +81,7 @@ type hookAppState struct {
 
 func hookConfig(hooks *model.Hooks, env map[string]string) model.MachineConfig {
 	return model.MachineConfig{
-		Image: rootfs,
+		Image: pythonImage,
 		Init:  model.InitConfig{Exec: []string{"python3", "-c", hookApp}},
 		Env:   env,
 		Guest: model.Guest{CPUs: 1, MemoryMB: 256},
@@ -139,14 +139,7 @@ for p in os.listdir("/proc"):
 }
 
 // detail reads a nested event detail such as "pre_suspend.status".
-func detail(ev model.Event, path string) any {
-	var v any = ev.Request
-	for _, k := range strings.Split(path, ".") {
-		m, _ := v.(map[string]any)
-		v = m[k]
-	}
-	return v
-}
+func detail(ev model.Event, path string) any { return ev.Field(path) }
 
 func TestPreSuspendHookFailureKeepsMachineStarted(t *testing.T) {
 	d := newDaemon(t)
@@ -221,8 +214,8 @@ func TestHooksGenerationFileAndResumeSignal(t *testing.T) {
 			t.Fatalf("resume event = %+v", ev)
 		}
 		t.Logf("resume %d: post_resume %vms, daemon's clock check: skew %vms ± %vms, restore %vms, total %vms", i,
-			detail(ev, "post_resume.duration_ms"), ev.Request["clock_skew_ms"], ev.Request["clock_uncertainty_ms"],
-			ev.Request["restore_ms"], ev.Request["duration_ms"])
+			detail(ev, "post_resume.duration_ms"), ev.Field("clock_skew_ms"), ev.Field("clock_uncertainty_ms"),
+			ev.Field("restore_ms"), ev.Field("duration_ms"))
 
 		st := d.appWait(m, "resume signal", func(s hookAppState) bool { return len(s.Signals) == i })
 		want := fmt.Sprintf("TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=%d\n", i)
@@ -270,7 +263,7 @@ func TestPostResumeHookFailureKeepsResume(t *testing.T) {
 		t.Fatalf("resume event = %+v", ev)
 	}
 	hev := d.event(m.ID, "post_resume")
-	if hev.Status != "failed" || !strings.Contains(fmt.Sprint(hev.Request["output"]), "cannot reach the GPU") {
+	if hev.Status != "failed" || !strings.Contains(fmt.Sprint(hev.Field("output")), "cannot reach the GPU") {
 		t.Fatalf("post_resume event = %+v", hev)
 	}
 	d.appGet(m)
@@ -437,7 +430,7 @@ func TestClockRightAfterResume(t *testing.T) {
 			i+1, asleep, first.seq, lastSeq, first.app.Format("15:04:05.000000"),
 			first.recv.Sub(before).Round(time.Microsecond), returned.Sub(first.recv).Round(time.Microsecond),
 			first.skew().Round(time.Microsecond), worst.Round(time.Microsecond),
-			ev.Request["clock_skew_ms"], ev.Request["clock_uncertainty_ms"])
+			ev.Field("clock_skew_ms"), ev.Field("clock_uncertainty_ms"))
 		if first.seq != lastSeq+1 {
 			t.Logf("note: datagrams %d to %d were lost, the first one received is not the first sent after the restore", lastSeq+1, first.seq-1)
 		}

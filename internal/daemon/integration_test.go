@@ -48,7 +48,7 @@ func TestColdStartSuspendResumeKeepsMemory(t *testing.T) {
 		t.Fatalf("snapshot kept after resume: %v", dirs)
 	}
 	ev := d.event(m.ID, "resume")
-	if ev.Request["from_snapshot"] != true {
+	if ev.Field("from_snapshot") != true {
 		t.Fatalf("resume event = %+v", ev)
 	}
 	if got := d.get(m.ID).BootGeneration; got != 1 {
@@ -154,8 +154,8 @@ func TestColdStartInvalidatesOlderSnapshots(t *testing.T) {
 		t.Fatal("restored a snapshot from an older boot generation")
 	}
 	ev := d.event(m.ID, "resume")
-	reason, _ := ev.Request["reason"].(string)
-	if ev.Request["from_snapshot"] != false || !strings.Contains(reason, "older boot generation") {
+	reason, _ := ev.Field("reason").(string)
+	if ev.Field("from_snapshot") != false || !strings.Contains(reason, "older boot generation") {
 		t.Fatalf("resume event = %+v", ev)
 	}
 	if g := d.get(m.ID).BootGeneration; g != 3 {
@@ -195,7 +195,7 @@ func TestStopOnSuspendedDiscardsSnapshot(t *testing.T) {
 	if dirs := d.snapshotDirs(m.ID); len(dirs) != 0 {
 		t.Fatalf("stop kept the snapshot: %v", dirs)
 	}
-	if ev := d.event(m.ID, "stop"); ev.Request["snapshot_discarded"] != true {
+	if ev := d.event(m.ID, "stop"); ev.Field("snapshot_discarded") != true {
 		t.Fatalf("stop event = %+v", ev)
 	}
 	if resp := d.start(m.ID); resp.FromSnapshot {
@@ -254,8 +254,8 @@ func TestUnusableSnapshotColdStartsWithReason(t *testing.T) {
 				t.Fatal("resumed from an unusable snapshot")
 			}
 			ev := d.event(m.ID, "resume")
-			reason, _ := ev.Request["reason"].(string)
-			if ev.Request["from_snapshot"] != false || !strings.Contains(reason, c.reason) {
+			reason, _ := ev.Field("reason").(string)
+			if ev.Field("from_snapshot") != false || !strings.Contains(reason, c.reason) {
 				t.Fatalf("resume event = %+v, want reason with %q", ev, c.reason)
 			}
 			d.waitCount(m.ID, 1) // the cold-started app runs

@@ -12,25 +12,37 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/torpor-dev/torpor/internal/api"
+	"github.com/torpor-dev/torpor/internal/connlimit"
 )
 
 // listen opens the configured listeners: the local admin socket and the
-// optional TCP address.
-func listen(cfg Config) ([]net.Listener, error) {
+// optional TCP address, each capped as fds plans (the admin socket's
+// connections draw on neither the tenants' budget nor the TCP API's cap, so
+// that it answers whatever clients do to the rest).
+func listen(cfg Config, fds connlimit.Plan, log *slog.Logger) ([]net.Listener, error) {
 	var ls []net.Listener
 	if cfg.Socket != "" {
 		l, err := listenAdminSocket(cfg.Socket)
 		if err != nil {
 			return nil, fmt.Errorf("admin socket %s: %w", cfg.Socket, err)
 		}
-		ls = append(ls, l)
+		admin := connlimit.NewGroup("the admin socket", fds.Admin, 0)
+		ls = append(ls, connlimit.Listen(l, connlimit.Limits{Groups: []*connlimit.Group{admin}}, connlimit.RefuseHTTP, log))
 	}
 	if cfg.ListenTCP != "" {
 		l, err := net.Listen("tcp", cfg.ListenTCP)
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
+		perClient := cfg.APIMaxConnsPerClient
+		switch {
+		case perClient == 0:
+			perClient = DefaultAPIMaxConnsPerClient
+		case perClient < 0:
+			perClient = 0
+		}
+		tcp := connlimit.NewGroup("the TCP API", fds.API, perClient)
+		ls = append(ls, connlimit.Listen(l, connlimit.Limits{Groups: []*connlimit.Group{tcp}}, connlimit.RefuseHTTP, log))
 	}
 	if len(ls) == 0 {
 		return nil, errors.New("nothing to listen on: set a socket or a TCP address")
@@ -67,8 +79,8 @@ func listenAdminSocket(path string) (net.Listener, error) {
 		l.Close()
 		return nil, err
 	}
-	// A stale socket of a dead daemon is replaced: the store lock proves we
-	// are alone.
+	// A stale socket of a dead daemon is replaced: the socket's lock
+	// (System.takeLocks) proves no live daemon serves this path.
 	if err := os.Rename(tmpPath, path); err != nil {
 		l.Close()
 		return nil, err
@@ -97,7 +109,7 @@ func checkPrivateDir(dir string) error {
 // socket's file mode: only root and the daemon's own user are trusted.
 func connContext(log *slog.Logger) func(ctx context.Context, c net.Conn) context.Context {
 	return func(ctx context.Context, c net.Conn) context.Context {
-		uc, ok := c.(*net.UnixConn)
+		uc, ok := connlimit.Unwrap(c).(*net.UnixConn)
 		if !ok {
 			return ctx
 		}

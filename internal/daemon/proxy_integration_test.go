@@ -108,7 +108,7 @@ func TestProxyWakesSuspendedAndStoppedMachines(t *testing.T) {
 	if resumed.Started != first.Started {
 		t.Fatalf("request to a suspended machine did not resume it: started %v, then %v", first.Started, resumed.Started)
 	}
-	if ev := d.event(m.ID, "resume"); ev.Source != model.SourceProxy || ev.Request["from_snapshot"] != true {
+	if ev := d.event(m.ID, "resume"); ev.Source != model.SourceProxy || ev.Field("from_snapshot") != true {
 		t.Fatalf("resume event = %+v", ev)
 	}
 

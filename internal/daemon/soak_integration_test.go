@@ -52,7 +52,7 @@ func TestSoak(t *testing.T) {
 	// default), and this test is about errors and leaks, not latency.
 	d := newDaemon(t, "--run-dir", runDir, "--pprof", "--proxy-wake-timeout", opTimeout.String())
 	s := &soak{t: t, d: d, stats: newOpStats(), counter: &counter{d: d, runDir: runDir,
-		bridgeOf: bridgePrefixOf(envOr("TORPOR_TEST_NETWORK_RANGE", "10.213.0.0/16"))}}
+		bridgeOf: bridgePrefixOf(testNetworkRange())}}
 
 	base := s.settledCount(nil)
 	baseFiles := append(listFiles(d.dataDir), listFiles(runDir)...)

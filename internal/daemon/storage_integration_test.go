@@ -49,7 +49,7 @@ func TestSuspendDiskFull(t *testing.T) {
 		t.Fatalf("partial snapshot left on the full disk: %v", dirs)
 	}
 	ev := d.event(m.ID, "suspend")
-	if ev.Status != "failed" || !strings.Contains(ev.Request["error"].(string), "ENOSPC") {
+	if ev.Status != "failed" || !strings.Contains(ev.Field("error").(string), "ENOSPC") {
 		t.Fatalf("suspend event = %+v", ev)
 	}
 	after := d.get(m.ID)

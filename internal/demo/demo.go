@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/image/imagetest"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -27,7 +29,9 @@ var AppSource string
 
 // Config says what the demo runs.
 type Config struct {
-	Image     string // root filesystem with python3
+	// Image is an OCI image reference with python3 (or, for the admin, a
+	// root filesystem directory).
+	Image     string
 	App       string
 	Rounds    int
 	TableSize int // entries of the app's in-memory table (its "warm state")
@@ -56,6 +60,17 @@ func Run(ctx context.Context, c *client.Client, cfg Config, out io.Writer) error
 	}
 	defer c.DeleteApp(context.Background(), cfg.App)
 	var timings []timing
+	if !filepath.IsAbs(cfg.Image) {
+		fmt.Fprintf(out, "pulling %s for app %s...\n", cfg.Image, cfg.App)
+		begin := time.Now()
+		img, err := c.PullImage(ctx, model.PullImageRequest{Image: cfg.Image, App: cfg.App}, nil)
+		if err != nil {
+			return fmt.Errorf("pull %s: %w", cfg.Image, err)
+		}
+		timings = append(timings, timing{"pull + unpack the image", time.Since(begin)})
+		fmt.Fprintf(out, "image %s: %d layers, %.0f MB compressed, %.0f MB unpacked\n", img.Digest, img.Layers,
+			float64(img.SizeBytes)/1e6, float64(img.UnpackedBytes)/1e6)
+	}
 
 	fmt.Fprintf(out, "creating a machine running a Python HTTP app that builds a %d-entry table in memory\n"+
 		"and spends %d ms of CPU on start-up work (as imports or a cache warm-up would)...\n", cfg.TableSize, cfg.WarmupMS)
@@ -149,9 +164,8 @@ func snapshotSize(ctx context.Context, c *client.Client, app, id string) float64
 		return 0
 	}
 	for _, ev := range evs {
-		if ev.Type == "suspend" && ev.Status == "suspended" {
-			size, _ := ev.Request["size_bytes"].(float64)
-			return size
+		if d := ev.Suspend(); d != nil && ev.Status == "suspended" {
+			return float64(d.SizeBytes)
 		}
 	}
 	return 0
@@ -213,3 +227,20 @@ func report(out io.Writer, ts []timing) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// PushRootFS builds an OCI image of the root filesystem directory rootfs
+// (one layer, cached beside the rootfs cache) and pushes it to the
+// registry at host (HOST:PORT, plain HTTP on loopback) as
+// torpor/demo-python:bookworm, whose reference it returns.
+func PushRootFS(ctx context.Context, rootfs, host string) (string, error) {
+	img, err := imagetest.FromRootFS(rootfs, imagetest.DefaultCacheDir, imagetest.Config{Cmd: []string{"python3"}})
+	if err != nil {
+		return "", fmt.Errorf("build an image of %s: %w", rootfs, err)
+	}
+	ref := host + "/torpor/demo-python:bookworm"
+	reg := &imagetest.Registry{Host: host}
+	if err := reg.Push(ctx, ref, img); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	return ref, nil
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/torpor-dev/torpor/internal/api"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -166,8 +167,8 @@ func (e *endpoint) writeErr(w http.ResponseWriter, err error) {
 	writeError(w, status, msg)
 }
 
-// statusOf maps an error's model.Kind to an HTTP status.
-func statusOf(err error) int { return model.KindOf(err).HTTPStatus() }
+// statusOf maps an error to an HTTP status as the REST API does.
+func statusOf(err error) int { return api.StatusOf(err) }
 
 // writeError answers {"error": msg}.
 func writeError(w http.ResponseWriter, status int, msg string) {

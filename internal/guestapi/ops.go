@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torpor-dev/torpor/internal/connlimit"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -84,7 +85,8 @@ const pollInterval = 2 * time.Millisecond
 // them). gVisor reads the host socket only when the application reads its
 // own socket, so 0 means the answer is in the application's memory.
 func waitRead(ctx context.Context, timeout time.Duration) bool {
-	conn, ok := ctx.Value(connKey{}).(*net.UnixConn)
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	conn, ok := connlimit.Unwrap(c).(*net.UnixConn)
 	if !ok {
 		return false
 	}

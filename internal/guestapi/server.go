@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/connlimit"
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/runtime"
 )
@@ -55,6 +56,19 @@ const (
 	opTimeout = 5 * time.Minute
 )
 
+// Limits on what a machine can make the daemon hold through its socket
+// (issue 17, F4: two machines holding ~20,000 idle connections exhausted the
+// daemon's descriptors).
+const (
+	// DefaultMaxConnsPerMachine caps the connections one machine holds open
+	// to its API (both paths together); past it a connection gets a 503.
+	DefaultMaxConnsPerMachine = 16
+	// idleTimeout closes a kept-alive connection with no request for that long.
+	idleTimeout = 30 * time.Second
+	// readHeaderTimeout bounds the reading of a request's headers.
+	readHeaderTimeout = 10 * time.Second
+)
+
 // Machines is what the in-machine API needs from the machine lifecycle
 // (package machine's Manager implements it). Errors should be *model.Error
 // values; their Kind picks the HTTP status.
@@ -74,14 +88,18 @@ type Server struct {
 	deliveryTimeout time.Duration
 	settleDelay     time.Duration
 	opTimeout       time.Duration
+	idleTimeout     time.Duration
+	headerTimeout   time.Duration
 
 	// ctx ends with CloseAll; operations not yet begun are then dropped.
 	ctx    context.Context
 	cancel context.CancelFunc
 	ops    sync.WaitGroup
 
-	mu        sync.Mutex
-	endpoints map[string]*endpoint // by machine ID
+	mu         sync.Mutex
+	endpoints  map[string]*endpoint // by machine ID
+	budget     *connlimit.Budget    // descriptors all machines' connections share
+	perMachine int
 }
 
 // endpoint is one machine's socket pair and HTTP server.
@@ -91,6 +109,7 @@ type endpoint struct {
 	dir       string
 	srv       *http.Server
 	listeners []net.Listener
+	limits    connlimit.Limits // one group for both sockets
 	// busy is set from the 202 of an operation until the operation returns,
 	// so that a machine cannot queue up operations on itself.
 	busy atomic.Bool
@@ -109,10 +128,25 @@ func New(m Machines, logger *slog.Logger) *Server {
 		deliveryTimeout: deliveryTimeout,
 		settleDelay:     settleDelay,
 		opTimeout:       opTimeout,
+		idleTimeout:     idleTimeout,
+		headerTimeout:   readHeaderTimeout,
 		ctx:             ctx,
 		cancel:          cancel,
 		endpoints:       make(map[string]*endpoint),
+		perMachine:      DefaultMaxConnsPerMachine,
 	}
+}
+
+// SetLimits makes the connections of every machine endpoint opened from now
+// on draw from budget (nil: no daemon-wide budget) and caps each machine at
+// perMachine open connections (0: DefaultMaxConnsPerMachine).
+func (s *Server) SetLimits(budget *connlimit.Budget, perMachine int) {
+	if perMachine <= 0 {
+		perMachine = DefaultMaxConnsPerMachine
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.budget, s.perMachine = budget, perMachine
 }
 
 // Mounts returns the mounts that put the sockets of a machine whose socket
@@ -152,7 +186,8 @@ func (s *Server) Listen(app, machineID, dir string) ([]runtime.Mount, error) {
 		e.close()
 		delete(s.endpoints, machineID)
 	}
-	e := &endpoint{s: s, app: app, id: machineID, dir: dir}
+	e := &endpoint{s: s, app: app, id: machineID, dir: dir, limits: connlimit.Limits{Budget: s.budget,
+		Groups: []*connlimit.Group{connlimit.NewGroup(fmt.Sprintf("the in-machine API of machine %s", machineID), s.perMachine, 0)}}}
 	if err := e.open(); err != nil {
 		return nil, err
 	}
@@ -204,11 +239,12 @@ func (e *endpoint) open() error {
 			e.closeListeners()
 			return err
 		}
-		e.listeners = append(e.listeners, l)
+		e.listeners = append(e.listeners, connlimit.Listen(l, e.limits, connlimit.RefuseHTTP, e.s.log.With("machine", e.id)))
 	}
 	e.srv = &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: e.s.headerTimeout,
+		IdleTimeout:       e.s.idleTimeout,
 		ConnContext:       withConn,
 		ErrorLog:          slog.NewLogLogger(e.s.log.Handler(), slog.LevelWarn),
 	}

@@ -383,3 +383,84 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestConnectionsPerMachineAreCapped is issue 17's F4 for the in-machine
+// API: a machine cannot hold more than its cap of connections (the next one
+// gets a quick 503 naming the limit), another machine's socket still
+// answers, idle connections are closed after the idle timeout, and the
+// places they held are free again.
+func TestConnectionsPerMachineAreCapped(t *testing.T) {
+	f := newFakeMachines(testMachine("m1"), testMachine("m2"))
+	s := New(f, nil)
+	s.idleTimeout, s.headerTimeout = 500*time.Millisecond, 500*time.Millisecond
+	s.SetLimits(nil, 4)
+	t.Cleanup(s.CloseAll)
+	sock := func(id string) string {
+		dir := t.TempDir()
+		if _, err := s.Listen("app1", id, dir); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(dir, "torpor", SocketName)
+	}
+	s1, s2 := sock("m1"), sock("m2")
+
+	var held []net.Conn
+	for range 4 {
+		c, err := net.Dial("unix", s1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// The accept loop admits them one by one: wait until the fifth is refused.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", "http://torpor/v1/machine", nil)
+		resp, err := client(s1).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if !strings.Contains(string(body), "in-machine API of machine m1") {
+				t.Fatalf("refusal does not name the limit: %s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a fifth connection of m1 was served: %d %s", resp.StatusCode, body)
+		}
+	}
+	if code, _ := do(t, s2, "GET", "/v1/machine", ""); code != 200 {
+		t.Fatalf("m2's API answers %d while m1 is at its cap", code)
+	}
+	// The held connections never sent a request: the server closes them
+	// after the header timeout.
+	for _, c := range held {
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("an idle connection was not closed by the server: %v", err)
+		}
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", "http://torpor/v1/machine", nil)
+		resp, err := client(s1).Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("m1 still refused after its idle connections were closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

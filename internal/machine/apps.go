@@ -2,19 +2,19 @@ package machine
 
 import (
 	"context"
-	"regexp"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/identifiers"
+	"github.com/torpor-dev/torpor/internal/image"
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/store"
+	"github.com/torpor-dev/torpor/internal/volume"
 )
-
-var appNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // CreateApp creates an app.
 func (m *Manager) CreateApp(ctx context.Context, app model.App) (model.App, error) {
-	if !appNameRe.MatchString(app.Name) {
-		return app, invalid("app_name %q must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit", app.Name)
+	if err := identifiers.AppName("app_name", app.Name); err != nil {
+		return app, err
 	}
 	if app.Org == "" {
 		app.Org = "personal"
@@ -61,15 +61,37 @@ func (m *Manager) DeleteApp(ctx context.Context, name string) error {
 				return model.Errorf(model.KindConflict, "app %q still has machine %s (%s); destroy its machines first", name, mc.ID, mc.State)
 			}
 		}
+		if err := volume.HasVolumes(tx, name); err != nil {
+			return err
+		}
 		for _, mc := range ms {
 			if err := tx.DeleteMachine(mc.ID); err != nil {
 				return err
 			}
 		}
+		if err := releasePorts(tx, name, "", nil); err != nil {
+			return err
+		}
+		// The app's image references go with it (an app made again under
+		// the name starts with none).
+		if err := tx.DeleteImageTags(name); err != nil {
+			return err
+		}
+		if err := tx.DeleteAppLease(name); err != nil {
+			return err
+		}
 		return tx.DeleteApp(name)
 	})
-	if err != nil || m.cfg.Network == nil {
+	if err != nil {
 		return err
+	}
+	if m.cfg.Images != nil {
+		if _, err := m.cfg.Images.Prune(ctx, image.Scope{Admin: true}, false); err != nil {
+			m.log.Warn("collecting the deleted app's images", "app", name, "err", err)
+		}
+	}
+	if m.cfg.Network == nil {
+		return nil
 	}
 	return m.cfg.Network.DeleteApp(ctx, name)
 }

@@ -1,10 +1,11 @@
+//go:build faults
+
 package machine
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand"
 	"os"
@@ -118,6 +119,11 @@ type crashWorld struct {
 	fired  bool
 	// disarmed is set once the random operations are over.
 	disarmed bool
+	// illegal counts the state transitions the lifecycle refused: a bug,
+	// whatever the crash.
+	illegal atomic.Int32
+	// illegalSeen describes them.
+	illegalSeen []string
 }
 
 // daemonProc is one daemon process: a manager, its store and its runtime
@@ -237,10 +243,12 @@ func (w *crashWorld) boot(armed bool) {
 	}
 	p := &daemonProc{st: st}
 	cfg := Config{DataDir: filepath.Join(w.dir, "data"), RunDir: filepath.Join(w.dir, "run"),
-		StopTimeout: 20 * time.Millisecond, Fault: w.faultFunc(p, armed),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		StopTimeout: 20 * time.Millisecond, Logger: slog.New(illegalTransitions{w})}
 	if p.m, err = New(cfg, st, gatedRuntime{w.rt, p}); err != nil {
 		w.fatalf("new manager: %v", err)
+	}
+	if fn := w.faultFunc(p, armed); fn != nil {
+		p.m.SetFault(fn)
 	}
 	w.proc = p
 	w.do("recover", func() error { return p.m.Recover(context.Background()) })
@@ -507,6 +515,9 @@ func (w *crashWorld) machines() []model.Machine {
 // check asserts the invariants on every machine.
 func (w *crashWorld) check() {
 	w.t.Helper()
+	if n := w.illegal.Load(); n > 0 {
+		w.fatalf("the lifecycle refused %d illegal state transitions: %v", n, w.illegalSeen)
+	}
 	for _, mc := range w.machines() {
 		st, _ := w.rt.State(context.Background(), sandboxID(mc.ID))
 		if mc.State != model.StateStarted && st != runtime.StatusAbsent {
@@ -644,3 +655,24 @@ func (s *crashStats) checkCoverage(t *testing.T) {
 		}
 	}
 }
+
+// illegalTransitions is a log handler that counts the manager's reports of
+// refused state transitions and drops every record.
+type illegalTransitions struct{ w *crashWorld }
+
+func (h illegalTransitions) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelError
+}
+func (h illegalTransitions) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "refused an illegal state transition" {
+		var attrs []string
+		r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a.String()); return true })
+		h.w.mu.Lock()
+		h.w.illegalSeen = append(h.w.illegalSeen, strings.Join(attrs, " "))
+		h.w.mu.Unlock()
+		h.w.illegal.Add(1)
+	}
+	return nil
+}
+func (h illegalTransitions) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h illegalTransitions) WithGroup(string) slog.Handler      { return h }

@@ -3,8 +3,10 @@ package machine
 // Fault points: named steps of every operation where crash tests kill the
 // daemon (or the machine's sandbox) to prove that recovery leaves every
 // machine in a state a user can act on and never restores a snapshot twice.
-// Config.Fault is called at each of them with the point's name and the
-// machine's ID; it is nil in production, so a point costs one nil check.
+// Only a test build (go build -tags faults) can arm them: there, SetFault
+// installs a function called at each point with the point's name and the
+// machine's ID. In a release build a point compiles to nothing
+// (faults_off.go) and SetFault panics.
 //
 // Names are "operation/step". Points shared by several operations (a cold
 // start runs in create, start, update, restart and resume fallbacks; discard
@@ -29,14 +31,14 @@ var FaultPoints = []FaultPoint{
 	{"suspend/after-mkdir", "suspend", "empty image directory created"},
 	{"suspend/after-freeze", "suspend", "every process of the sandbox got SIGSTOP"},
 	{"suspend/before-checkpoint", "suspend", "supervision of the sandbox ended, checkpoint about to run"},
-	{"suspend/after-checkpoint", "suspend", "image written, sandbox stopped and deleted, no seal yet"},
+	{"suspend/after-checkpoint", "suspend", "image written, sandbox being killed (the seal overlaps the kill), no seal yet"},
 	{"suspend/after-seal", "suspend", "seal written and synced, record still says writing"},
 	{"suspend/after-commit-suspended", "suspend", "state suspended and sealed record committed"},
 	{"suspend/failed-before-commit", "suspend", "a failed suspend undid its work, state not yet started"},
 
+	{"resume/after-prepare", "resume", "network, console, bundle ready, runtime checked (runtime.Preparer); snapshot not yet claimed; no sandbox"},
 	{"resume/after-commit-claim", "resume", "snapshot record claimed, state starting; image not yet renamed"},
 	{"resume/after-claim", "resume", "image directory renamed to .claimed; seal not yet verified"},
-	{"resume/after-prepare", "resume", "seal verified; network, console, bundle ready; no sandbox"},
 	{"resume/after-restore", "resume", "runtime restore returned: sandbox running, app frozen; image files maybe not yet verified"},
 	{"resume/after-verify", "resume", "image files' checksums verified; sandbox running, app frozen; image being deleted"},
 	{"resume/after-clock", "resume", "generation file written, clock checked; app still frozen"},
@@ -66,6 +68,25 @@ var FaultPoints = []FaultPoint{
 	{"destroy/after-commit-destroyed", "destroy", "state destroyed committed"},
 }
 
+// FailPoints are store writes a test build can make fail (as a full disk
+// makes bbolt's commit fail), to prove that an operation whose last write
+// is refused leaves the machine in a state a user can act on without a
+// daemon restart. They are not crash points: the daemon goes on.
+var FailPoints = []FaultPoint{
+	{"store/commit-suspended", "suspend", "the write that records a suspend complete (state suspended, sealed snapshot record)"},
+	{"store/claim", "resume", "the write that claims a snapshot for a resume (state starting, record claimed)"},
+}
+
+// IsFailPoint reports whether name is one of FailPoints.
+func IsFailPoint(name string) bool {
+	for _, p := range FailPoints {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // IsFaultPoint reports whether name is one of FaultPoints.
 func IsFaultPoint(name string) bool {
 	for _, p := range FaultPoints {
@@ -74,14 +95,6 @@ func IsFaultPoint(name string) bool {
 		}
 	}
 	return false
-}
-
-// fault marks a point where crash tests may kill the daemon or the sandbox
-// of machine id.
-func (m *Manager) fault(point, id string) {
-	if m.cfg.Fault != nil {
-		m.cfg.Fault(point, id)
-	}
 }
 
 // SandboxID is the runtime's name for the sandbox of machine id (crash

@@ -118,7 +118,7 @@ func FuzzConfigDecoder(f *testing.F) {
 func wantInvalid(t *testing.T, step string, err error) {
 	t.Helper()
 	if k := model.KindOf(err); k != model.KindInvalid {
-		t.Fatalf("%s: error of kind %d (HTTP %d), want KindInvalid: %v", step, k, k.HTTPStatus(), err)
+		t.Fatalf("%s: error of kind %s, want KindInvalid: %v", step, k, err)
 	}
 	if err.Error() == "" {
 		t.Fatalf("%s: empty error message", step)

@@ -42,8 +42,17 @@ const generationScript = `date +%s.%N; mkdir -p /run/torpor && ` +
 // it writes in place, so that the shell starts one process (date) instead
 // of three (date, mkdir, mv). Each costs several milliseconds under gVisor,
 // and this runs on every resume's critical path.
-const frozenGenerationScript = `date +%s.%N; [ -d /run/torpor ] || mkdir -p /run/torpor; ` +
-	`printf '%s' "$1" > ` + generationFile
+//
+// Then, if the clock it read is no earlier than $2 (Unix nanoseconds: the
+// host's time when the exec started, less maxClockSkew: the clock check's
+// own lower bound, see clockCheck.ok), it continues every process of the
+// machine (kill -CONT -1 reaches all but init and itself; 1 is init) and
+// prints "thawed": the thaw without a runsc kill of its own (~10 ms). A
+// clock behind (the stale clock page after a restore) leaves the app
+// frozen for the next try, as before.
+const frozenGenerationScript = `t=$(date +%s.%N); echo "$t"; [ -d /run/torpor ] || mkdir -p /run/torpor; ` +
+	`printf '%s' "$1" > ` + generationFile + `; ` +
+	`[ "${t%.*}${t#*.}" -ge "$2" ] && kill -CONT -1 1 && echo thawed`
 
 // Bounds of the daemon's own steps inside the machine.
 const (
@@ -112,16 +121,16 @@ func (r *hookRun) status() string {
 	return "failed"
 }
 
-// details describes the run for an event.
-func (r *hookRun) details() map[string]any {
-	d := map[string]any{"status": r.status(), "duration_ms": r.duration.Milliseconds(), "exit_code": r.exitCode}
-	if r.output != "" {
-		d["output"] = r.output
+// result describes the run for an event; nil for no run.
+func (r *hookRun) result() *model.HookResult {
+	if r == nil {
+		return nil
 	}
+	res := &model.HookResult{Status: r.status(), DurationMS: r.duration.Milliseconds(), ExitCode: r.exitCode, Output: r.output}
 	if r.err != nil && !r.timedOut && r.exitCode < 0 {
-		d["error"] = r.err.Error()
+		res.Error = r.err.Error()
 	}
-	return d
+	return res
 }
 
 // describe says in a sentence what went wrong.
@@ -176,58 +185,56 @@ func (m *Manager) preSuspend(ctx context.Context, mc model.Machine) (*hookRun, e
 		return hr, nil
 	}
 	msg := "suspend aborted: " + hr.describe()
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateStarted
-		return tx.DeleteSnapshot(mc.ID)
-	}, event("suspend", "failed", model.SourceFlyd, map[string]any{
-		"error": msg, "machine_state": "started", hookPreSuspend: hr.details(),
-	}))
+	_, err := m.enter(mc.ID, model.StateStarted, deleteSnapshot, event(model.EventSuspend, "failed", model.SourceFlyd,
+		&model.SuspendDetails{Error: msg, MachineState: model.StateStarted, PreSuspend: hr.result()}))
 	if err != nil {
 		return hr, model.Errorf(model.KindInternal, "%s; then: %v", msg, err)
 	}
 	return hr, model.Errorf(model.KindConflict, "%s; the machine is still started", msg)
 }
 
-// postResume runs the post_resume hook, if any, recording it in details;
+// postResume runs the post_resume hook, if any, recording it in notice;
 // a failure also yields a "post_resume" event with status "failed". It never
 // undoes the resume.
-func (m *Manager) postResume(ctx context.Context, mc model.Machine, details map[string]any) []model.Event {
+func (m *Manager) postResume(ctx context.Context, mc model.Machine, notice *model.AppNotice) []model.Event {
 	h := hooksOf(mc.Config).PostResume
 	if h == nil {
 		return nil
 	}
 	hr := m.runHook(ctx, mc, hookPostResume, h)
-	details[hookPostResume] = hr.details()
+	notice.PostResume = hr.result()
 	if hr.ok() {
 		return nil
 	}
-	d := hr.details()
-	d["error"] = hr.describe()
-	return []model.Event{event(hookPostResume, "failed", model.SourceFlyd, d)}
+	res := hr.result()
+	res.Error = hr.describe()
+	return []model.Event{event(model.EventPostResume, "failed", model.SourceFlyd, res)}
 }
 
 // afterRestore tells a just-restored app that it was resumed, in order:
 // clock check and generation file, post_resume hook, resume signal. What
-// happened goes into details (of the resume event); a failed post_resume
-// also yields its own event. Nothing here undoes the resume.
-func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model.Snapshot, details map[string]any) []model.Event {
+// happened is returned for the resume event; a failed post_resume also
+// yields its own event. Nothing here undoes the resume.
+func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model.Snapshot) (*model.AppNotice, []model.Event) {
 	count := m.lastResumeCount(mc) + 1
-	details["resume_count"] = count
+	notice := &model.AppNotice{ResumeCount: count}
 	g := generation{boot: mc.BootGeneration, resumes: count, suspendedAt: snap.CreatedAt, resumedAt: time.Now()}
 	clock, err := m.settleClock(ctx, mc, g)
 	if err != nil {
-		details["generation_file_error"] = err.Error()
+		notice.GenerationFileError = err.Error()
 	}
-	clock.record(details)
+	clock.record(notice)
 	if !clock.ok() {
 		m.log.Warn("machine clock off after resume", "machine", mc.ID, "skew", clock.skew, "uncertainty", clock.uncertainty)
 	}
 	m.fault("resume/after-clock", mc.ID)
-	m.thaw(ctx, mc, details)
+	if !clock.thawed {
+		m.thaw(ctx, mc, notice)
+	}
 	m.fault("resume/after-thaw", mc.ID)
-	evs := m.postResume(ctx, mc, details)
-	m.resumeSignal(ctx, mc, details)
-	return evs
+	evs := m.postResume(ctx, mc, notice)
+	m.resumeSignal(ctx, mc, notice)
+	return notice, evs
 }
 
 // Clock settling after a restore: the sandbox can serve the time of the
@@ -239,10 +246,11 @@ const (
 )
 
 // settleClock writes the generation file and checks the machine's clock,
-// again and again while the clock is off, for about a second at most.
+// again and again while the clock is off, for about a second at most. The
+// exec that finds the clock right also thaws the app (clock.thawed).
 func (m *Manager) settleClock(ctx context.Context, mc model.Machine, g generation) (clockCheck, error) {
 	clock, err := m.writeGeneration(ctx, mc, g, frozenGenerationScript)
-	for try := 1; try < clockSettleTries && err == nil && !clock.ok(); try++ {
+	for try := 1; try < clockSettleTries && err == nil && !clock.ok() && !clock.thawed; try++ {
 		time.Sleep(clockSettlePause)
 		clock, err = m.writeGeneration(ctx, mc, g, frozenGenerationScript)
 	}
@@ -250,32 +258,33 @@ func (m *Manager) settleClock(ctx context.Context, mc model.Machine, g generatio
 }
 
 // thaw continues the processes frozen for the checkpoint (see suspend).
-func (m *Manager) thaw(ctx context.Context, mc model.Machine, details map[string]any) {
+func (m *Manager) thaw(ctx context.Context, mc model.Machine, notice *model.AppNotice) {
 	if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGCONT"); err != nil {
-		details["thaw_error"] = err.Error()
+		notice.ThawError = err.Error()
 	}
 }
 
 // resumeSignal sends hooks.resume_signal, if set, to the machine's init process.
-func (m *Manager) resumeSignal(ctx context.Context, mc model.Machine, details map[string]any) {
+func (m *Manager) resumeSignal(ctx context.Context, mc model.Machine, notice *model.AppNotice) {
 	sig := hooksOf(mc.Config).ResumeSignal
 	if sig == "" {
 		return
 	}
 	sctx, cancel := stepCtx(ctx, signalTimeout)
 	defer cancel()
-	details["resume_signal"] = sig
+	notice.ResumeSignal = sig
 	if err := m.rt.Signal(sctx, sandboxID(mc.ID), sig); err != nil {
-		details["resume_signal_error"] = err.Error()
+		notice.ResumeSignalError = err.Error()
 	}
 }
 
 // bootGeneration writes the generation file of a machine just cold-started
-// (no resume yet), recording a failure in details.
-func (m *Manager) bootGeneration(ctx context.Context, mc model.Machine, details map[string]any) {
+// (no resume yet); it returns a notice of the failure, nil if none.
+func (m *Manager) bootGeneration(ctx context.Context, mc model.Machine) *model.AppNotice {
 	if _, err := m.writeGeneration(ctx, mc, generation{boot: mc.BootGeneration}, generationScript); err != nil {
-		details["generation_file_error"] = err.Error()
+		return &model.AppNotice{GenerationFileError: err.Error()}
 	}
+	return nil
 }
 
 // generation is what the generation file tells the app.
@@ -308,7 +317,8 @@ func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g gener
 	gctx, cancel := stepCtx(ctx, generationTimeout)
 	defer cancel()
 	before := time.Now()
-	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content()})
+	earliest := strconv.FormatInt(before.Add(-maxClockSkew).UnixNano(), 10)
+	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content(), earliest})
 	after := time.Now()
 	clock := newClockCheck(out, before, after)
 	if err != nil {
@@ -324,19 +334,22 @@ type clockCheck struct {
 	measured    bool
 	skew        time.Duration // machine minus host
 	uncertainty time.Duration
+	thawed      bool // the exec continued the app's processes itself
 }
 
-// newClockCheck reads the first line of out as Unix seconds ("date +%s.%N").
+// newClockCheck reads the first line of out as Unix seconds ("date
+// +%s.%N"); a later line "thawed" says the exec thawed the app.
 func newClockCheck(out []byte, before, after time.Time) clockCheck {
-	line, _, _ := strings.Cut(string(out), "\n")
+	line, rest, _ := strings.Cut(string(out), "\n")
+	thawed := strings.TrimSpace(rest) == "thawed"
 	secs, err := strconv.ParseFloat(strings.TrimSpace(line), 64)
 	if err != nil || secs <= 0 {
-		return clockCheck{}
+		return clockCheck{thawed: thawed}
 	}
 	whole, frac := math.Modf(secs)
 	inside := time.Unix(int64(whole), int64(frac*1e9))
 	half := after.Sub(before) / 2
-	return clockCheck{measured: true, skew: inside.Sub(before.Add(half)), uncertainty: half}
+	return clockCheck{measured: true, skew: inside.Sub(before.Add(half)), uncertainty: half, thawed: thawed}
 }
 
 // ok reports whether the clock is certainly within maxClockSkew, or unmeasured.
@@ -344,14 +357,13 @@ func (c clockCheck) ok() bool {
 	return !c.measured || c.skew.Abs()-c.uncertainty <= maxClockSkew
 }
 
-// record adds the check to an event's details.
-func (c clockCheck) record(details map[string]any) {
+// record adds the check to a notice.
+func (c clockCheck) record(notice *model.AppNotice) {
 	if !c.measured {
 		return
 	}
-	details["clock_skew_ms"] = millis(c.skew)
-	details["clock_uncertainty_ms"] = millis(c.uncertainty)
-	details["clock_ok"] = c.ok()
+	skew, unc, ok := millis(c.skew), millis(c.uncertainty), c.ok()
+	notice.ClockSkewMS, notice.ClockUncertaintyMS, notice.ClockOK = &skew, &unc, &ok
 }
 
 // millis is d in milliseconds, rounded to 0.1 ms.
@@ -374,30 +386,26 @@ func (m *Manager) lastResumeCount(mc model.Machine) int {
 		return 0
 	}
 	for _, ev := range evs { // newest first
-		n, ok := number(ev.Request["resume_count"])
-		if !ok {
+		notice, gen := noticeOf(ev)
+		if notice == nil || notice.ResumeCount == 0 {
 			continue
 		}
-		if gen, _ := number(ev.Request["boot_generation"]); gen != float64(mc.BootGeneration) {
+		if gen != mc.BootGeneration {
 			return 0
 		}
-		return int(n)
+		return notice.ResumeCount
 	}
 	return 0
 }
 
-// number reads a JSON number from an event's details, which hold float64
-// once read back from the store and Go integers before.
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case uint64:
-		return float64(n), true
+// noticeOf returns what an event says the app was told, and in which boot
+// generation: resumes and the failed suspends restored from their image.
+func noticeOf(ev model.Event) (*model.AppNotice, uint64) {
+	if d := ev.Start(); d != nil {
+		return d.AppNotice, d.BootGeneration
 	}
-	return 0, false
+	if d := ev.Suspend(); d != nil {
+		return d.AppNotice, d.BootGeneration
+	}
+	return nil, 0
 }

@@ -31,7 +31,7 @@ type machineExec struct {
 func (x *machineExec) exec(ctx context.Context, id string, args []string) ([]byte, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(args) == 5 && (args[2] == generationScript || args[2] == frozenGenerationScript) {
+	if len(args) >= 5 && (args[2] == generationScript || args[2] == frozenGenerationScript) {
 		x.generations = append(x.generations, args[4])
 		now := time.Now().Add(x.skew)
 		return fmt.Appendf(nil, "%d.%09d\n", now.Unix(), now.Nanosecond()), nil
@@ -88,14 +88,7 @@ func hook(cmd string, timeout time.Duration) *model.Hook {
 }
 
 // detail reads a nested event detail such as "pre_suspend.status".
-func detail(ev model.Event, path string) any {
-	var v any = ev.Request
-	for _, k := range strings.Split(path, ".") {
-		m, _ := v.(map[string]any)
-		v = m[k]
-	}
-	return v
-}
+func detail(ev model.Event, path string) any { return ev.Field(path) }
 
 func TestHookConfigValidation(t *testing.T) {
 	e := newEnv(t)
@@ -228,7 +221,7 @@ func TestPreSuspendFailureKeepsMachineStarted(t *testing.T) {
 			e.wantState(mc.ID, model.StateStarted)
 			ev := e.lastEvent(mc.ID, "suspend")
 			if ev.Status != "failed" || detail(ev, "pre_suspend.status") != c.status || detail(ev, "pre_suspend.output") == nil ||
-				!strings.Contains(fmt.Sprint(ev.Request["error"]), c.errMention) {
+				!strings.Contains(fmt.Sprint(ev.Field("error")), c.errMention) {
 				t.Fatalf("suspend event = %+v", ev)
 			}
 			for _, call := range e.rt.Calls() {
@@ -268,7 +261,7 @@ func TestPostResumeFailureDoesNotUndoResume(t *testing.T) {
 		t.Fatalf("resume event = %+v", res)
 	}
 	hev := e.lastEvent(mc.ID, "post_resume")
-	if hev.Status != "failed" || !strings.Contains(fmt.Sprint(hev.Request["error"]), "model not found") {
+	if hev.Status != "failed" || !strings.Contains(fmt.Sprint(hev.Field("error")), "model not found") {
 		t.Fatalf("post_resume event = %+v", hev)
 	}
 	if !contains(e.rt.Calls(), "signal SIGUSR1") {
@@ -300,8 +293,8 @@ func TestClockCheckFlagsSkew(t *testing.T) {
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 	e.start(mc.ID)
 	res := e.lastEvent(mc.ID, "resume")
-	skew, _ := res.Request["clock_skew_ms"].(float64)
-	if res.Request["clock_ok"] != false || skew < 1900 || skew > 2100 {
+	skew, _ := res.Field("clock_skew_ms").(float64)
+	if res.Field("clock_ok") != false || skew < 1900 || skew > 2100 {
 		t.Fatalf("resume event = %+v", res)
 	}
 }

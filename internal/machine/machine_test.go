@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +28,9 @@ type env struct {
 	st    *store.Store
 	cfg   Config
 	image string
+	// faultFn is armed on every manager restart makes (test builds with
+	// -tags faults only; see fault_test.go).
+	faultFn func(point, machineID string)
 }
 
 func newEnv(t *testing.T) *env {
@@ -57,6 +62,9 @@ func (e *env) restart() {
 	m, err := New(e.cfg, e.st, e.rt)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if e.faultFn != nil {
+		m.SetFault(e.faultFn)
 	}
 	if err := m.Recover(context.Background()); err != nil {
 		e.t.Fatal(err)
@@ -166,7 +174,7 @@ func TestSuspendResumeKeepsMemory(t *testing.T) {
 	if _, err := os.Stat(snap.Dir); !os.IsNotExist(err) {
 		t.Fatal("snapshot image kept after resume")
 	}
-	if ev := e.lastEvent(mc.ID, "resume"); ev.Request["from_snapshot"] != true {
+	if ev := e.lastEvent(mc.ID, "resume"); ev.Field("from_snapshot") != true {
 		t.Fatalf("resume event = %+v", ev)
 	}
 	if e.get(mc.ID).BootGeneration != 1 {
@@ -196,89 +204,8 @@ func TestSecondResumeOfSameSnapshotImpossible(t *testing.T) {
 	if len(e.rt.Restores) != 1 {
 		t.Fatalf("restores = %v", e.rt.Restores)
 	}
-	if reason := e.lastEvent(mc.ID, "resume").Request["reason"]; !strings.Contains(fmt.Sprint(reason), "missing") {
+	if reason := e.lastEvent(mc.ID, "resume").Field("reason"); !strings.Contains(fmt.Sprint(reason), "missing") {
 		t.Fatalf("fallback reason = %v", reason)
-	}
-}
-
-// crash is the panic value a fault point raises to simulate a daemon crash.
-type crash string
-
-func (e *env) crashAt(point string, op func() error) {
-	e.t.Helper()
-	e.m.cfg.Fault = func(p, _ string) {
-		if p == point {
-			panic(crash(p))
-		}
-	}
-	func() {
-		defer func() {
-			if r := recover(); r != crash(point) {
-				e.t.Fatalf("expected crash at %s, got %v", point, r)
-			}
-		}()
-		op()
-	}()
-	e.m.cfg.Fault = nil
-	e.restart()
-}
-
-func TestCrashBetweenClaimAndRestoreNeverRestores(t *testing.T) {
-	for _, point := range []string{"resume/after-commit-claim", "resume/after-claim"} {
-		t.Run(point, func(t *testing.T) {
-			e := newEnv(t)
-			mc := e.create()
-			e.rt.Tick(sandboxID(mc.ID), 7)
-			e.must(e.m.Suspend(context.Background(), "app", mc.ID))
-			e.crashAt(point, func() error { _, err := e.m.Start(context.Background(), "app", mc.ID); return err })
-			e.wantState(mc.ID, model.StateStopped)
-			if _, ok := e.snapshotRecord(mc.ID); ok {
-				t.Fatal("claimed snapshot record survives recovery")
-			}
-			if entries, _ := os.ReadDir(e.m.snapshotsDir(mc.ID)); len(entries) != 0 {
-				t.Fatalf("snapshot images survive recovery: %v", entries)
-			}
-			resp := e.start(mc.ID)
-			if resp.FromSnapshot || len(e.rt.Restores) != 0 {
-				t.Fatalf("claimed snapshot restored after crash: %+v %v", resp, e.rt.Restores)
-			}
-			if e.get(mc.ID).BootGeneration != 2 {
-				t.Fatal("cold start did not start a new generation")
-			}
-		})
-	}
-}
-
-func TestCrashDuringSuspend(t *testing.T) {
-	t.Run("after checkpoint, before seal: machine stopped", func(t *testing.T) {
-		e := newEnv(t)
-		mc := e.create()
-		e.crashAt("suspend/after-checkpoint", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
-		e.wantState(mc.ID, model.StateStopped)
-		if _, ok := e.snapshotRecord(mc.ID); ok {
-			t.Fatal("unsealed snapshot kept")
-		}
-	})
-	t.Run("after seal, before commit: machine suspended", func(t *testing.T) {
-		e := newEnv(t)
-		mc := e.create()
-		e.rt.Tick(sandboxID(mc.ID), 5)
-		e.crashAt("suspend/after-seal", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
-		e.wantState(mc.ID, model.StateSuspended)
-		if resp := e.start(mc.ID); !resp.FromSnapshot || e.rt.Counter(sandboxID(mc.ID)) != 5 {
-			t.Fatalf("resume after recovered suspend = %+v", resp)
-		}
-	})
-}
-
-func TestCrashWhileFrozenForCheckpointThawsOnRecovery(t *testing.T) {
-	e := newEnv(t)
-	mc := e.create()
-	e.crashAt("suspend/after-freeze", func() error { return e.m.Suspend(context.Background(), "app", mc.ID) })
-	e.wantState(mc.ID, model.StateStarted)
-	calls := e.rt.Calls()
-	if len(calls) == 0 || calls[len(calls)-1] != "signal-all SIGCONT" {
-		t.Fatalf("recovery did not continue the frozen processes: %q", calls)
 	}
 }
 
@@ -305,7 +232,7 @@ func TestStaleGenerationSnapshotRefused(t *testing.T) {
 	if resp := e.start(mc.ID); resp.FromSnapshot {
 		t.Fatal("restored a snapshot from an older boot generation")
 	}
-	reason := fmt.Sprint(e.lastEvent(mc.ID, "resume").Request["reason"])
+	reason := fmt.Sprint(e.lastEvent(mc.ID, "resume").Field("reason"))
 	if !strings.Contains(reason, "older boot generation") {
 		t.Fatalf("reason = %q", reason)
 	}
@@ -340,7 +267,7 @@ func TestColdStartDiscardsSnapshots(t *testing.T) {
 	if _, err := os.Stat(snap.Dir); !os.IsNotExist(err) {
 		t.Fatal("stop kept the snapshot image")
 	}
-	if ev := e.lastEvent(mc.ID, "stop"); ev.Request["snapshot_discarded"] != true {
+	if ev := e.lastEvent(mc.ID, "stop"); ev.Field("snapshot_discarded") != true {
 		t.Fatalf("stop event = %+v", ev)
 	}
 	if resp := e.start(mc.ID); resp.FromSnapshot {
@@ -376,13 +303,17 @@ func TestUnusableSnapshotFallsBackWithReason(t *testing.T) {
 		name   string
 		break_ func(e *env, snap model.Snapshot)
 		reason string
+		code   model.FallbackReason
 	}{
 		{"corrupt", func(e *env, s model.Snapshot) {
 			os.WriteFile(filepath.Join(s.Dir, "checkpoint.img"), []byte("999"), 0o600)
-		}, "corrupt"},
-		{"missing", func(e *env, s model.Snapshot) { os.RemoveAll(s.Dir) }, "missing"},
-		{"runtime upgraded", func(e *env, s model.Snapshot) { e.rt.SetVersion("v2") }, "another runtime version"},
-		{"restore fails", func(e *env, s model.Snapshot) { e.rt.Fail("restore", errors.New("boom")) }, "restore failed: boom"},
+		}, "corrupt", model.FallbackCorrupt},
+		{"missing", func(e *env, s model.Snapshot) { os.RemoveAll(s.Dir) }, "missing", model.FallbackMissing},
+		{"record missing", func(e *env, s model.Snapshot) {
+			e.must(e.st.Update(func(tx *store.Tx) error { return tx.DeleteSnapshot(s.MachineID) }))
+		}, "snapshot missing: no snapshot record", model.FallbackMissing},
+		{"runtime upgraded", func(e *env, s model.Snapshot) { e.rt.SetVersion("v2") }, "another runtime version", model.FallbackRuntime},
+		{"restore fails", func(e *env, s model.Snapshot) { e.rt.Fail("restore", errors.New("boom")) }, "restore failed: boom", model.FallbackRestoreFailed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -398,8 +329,11 @@ func TestUnusableSnapshotFallsBackWithReason(t *testing.T) {
 			}
 			e.wantState(mc.ID, model.StateStarted)
 			ev := e.lastEvent(mc.ID, "resume")
-			if ev.Request["from_snapshot"] != false || !strings.Contains(fmt.Sprint(ev.Request["reason"]), c.reason) {
+			if ev.Field("from_snapshot") != false || !strings.Contains(fmt.Sprint(ev.Field("reason")), c.reason) {
 				t.Fatalf("resume event = %+v, want reason containing %q", ev, c.reason)
+			}
+			if d := ev.Start(); d == nil || d.Fallback != c.code {
+				t.Fatalf("resume event fallback = %v, want %s", ev.Field("fallback"), c.code)
 			}
 			if e.rt.Counter(sandboxID(mc.ID)) != 0 {
 				t.Fatal("fallback did not cold start")
@@ -504,7 +438,7 @@ func TestProcessExitStopsAndRestartPolicy(t *testing.T) {
 	defer cancel()
 	_, err := e.m.Wait(ctx, "app", mc.ID, []model.State{model.StateStopped})
 	e.must(err)
-	if ev := e.lastEvent(mc.ID, "exit"); ev.Request["exit_code"] != float64(3) {
+	if ev := e.lastEvent(mc.ID, "exit"); ev.Field("exit_code") != float64(3) {
 		t.Fatalf("exit event = %+v", ev)
 	}
 
@@ -520,7 +454,7 @@ func TestProcessExitStopsAndRestartPolicy(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if ev := e.lastEvent(mc2.ID, "restart"); ev.Request["policy"] != "on-failure" {
+	if ev := e.lastEvent(mc2.ID, "restart"); ev.Field("policy") != "on-failure" {
 		t.Fatalf("restart event = %+v", ev)
 	}
 	if ev := e.lastEvent(mc2.ID, "start"); ev.Source != model.SourceFlyd {
@@ -640,7 +574,7 @@ func TestSuspendDiskFullLeavesStarted(t *testing.T) {
 	if e.rt.Counter(sandboxID(mc.ID)) != 4 {
 		t.Fatal("the machine lost its memory")
 	}
-	if ev := e.lastEvent(mc.ID, "suspend"); !strings.Contains(fmt.Sprint(ev.Request["error"]), "ENOSPC") {
+	if ev := e.lastEvent(mc.ID, "suspend"); !strings.Contains(fmt.Sprint(ev.Field("error")), "ENOSPC") {
 		t.Fatalf("suspend event = %+v", ev)
 	}
 	if entries, _ := os.ReadDir(e.m.snapshotsDir(mc.ID)); len(entries) != 0 {
@@ -649,67 +583,110 @@ func TestSuspendDiskFullLeavesStarted(t *testing.T) {
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 }
 
-// A sandbox that vanishes while recovery adopts it (a checkpoint the dead
-// daemon started completes) must not leave the machine suspending.
-func TestRecoveryFailureNeverLeavesMachineMidOperation(t *testing.T) {
+// The lifecycle has one checked path: an illegal transition is refused as
+// an internal error and commits nothing, and a record change cannot slip a
+// state change past the table.
+func TestIllegalTransitionRefused(t *testing.T) {
 	e := newEnv(t)
-	mc := e.create()
-	e.m.cfg.Fault = func(p, _ string) {
-		if p == "suspend/after-freeze" {
-			panic(crash(p))
-		}
+	mc, err := e.m.Create(context.Background(), "app", model.CreateMachineRequest{Config: e.config(), SkipLaunch: true})
+	e.must(err)
+	if _, err := e.m.enter(mc.ID, model.StateSuspended, nil); model.KindOf(err) != model.KindInternal {
+		t.Fatalf("created → suspended: %v", err)
 	}
-	func() {
-		defer func() { recover() }()
-		e.m.Suspend(context.Background(), "app", mc.ID)
-	}()
-	e.m.cfg.Fault = nil
-	e.wantState(mc.ID, model.StateSuspending)
-	e.rt.Fail("signal-all", runtime.ErrNotFound) // the SIGCONT of the adoption
-	e.restart()
-	e.wantState(mc.ID, model.StateStopped)
-	if ev := e.lastEvent(mc.ID, "recover"); !strings.Contains(fmt.Sprint(ev.Request["reason"]), "recovery failed") {
-		t.Fatalf("recover event = %+v", ev)
+	if _, err := e.m.commit(mc.ID, func(_ *store.Tx, rec *model.Machine) error {
+		rec.State = model.StateStarted
+		return nil
+	}); model.KindOf(err) != model.KindInternal {
+		t.Fatalf("a record change moved the state: %v", err)
 	}
-	e.start(mc.ID)
+	e.wantState(mc.ID, model.StateCreated)
 }
 
-// A daemon that dies after restoring a sandbox but before the image files'
-// check finished must not let the restarted daemon thaw that sandbox
-// unchecked: recovery finishes the check, and a corrupt image stops the
-// machine instead of adopting it.
-func TestRecoveryChecksImageRestoredUnverified(t *testing.T) {
+// Subscribers see every committed change in order, with typed details.
+func TestSubscribersSeeTransitions(t *testing.T) {
 	e := newEnv(t)
+	var mu sync.Mutex
+	var got []string
+	cancel := e.m.Subscribe(func(c model.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c.Transition() {
+			got = append(got, string(c.From)+"→"+string(c.Machine.State))
+		}
+		for _, ev := range c.Events {
+			if d := ev.Start(); d != nil && d.FromSnapshot && d.ResumePhases == nil {
+				t.Errorf("resume event without phases: %+v", d)
+			}
+		}
+	})
 	mc := e.create()
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
-	snap, _ := e.snapshotRecord(mc.ID)
-	// Corrupt the image so that the fake runtime still restores it (its
-	// image is the app's counter), as runsc would restore flipped page bits.
-	if err := os.WriteFile(filepath.Join(snap.Dir, "checkpoint.img"), []byte("999"), 0o600); err != nil {
+	e.start(mc.ID)
+	cancel()
+	e.must(e.m.Stop(context.Background(), "app", mc.ID, model.StopRequest{}))
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"→created", "created→starting", "starting→started", "started→suspending", "suspending→suspended",
+		"suspended→starting", "starting→started"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("transitions = %v, want %v", got, want)
+	}
+}
+
+// Every change carries who asked for the operation that made it, changes
+// without events (suspending, starting) included.
+func TestChangesCarryTheOperationsSource(t *testing.T) {
+	e := newEnv(t)
+	mc := e.create()
+	var mu sync.Mutex
+	var got []string
+	cancel := e.m.Subscribe(func(c model.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c.Transition() {
+			got = append(got, string(c.Machine.State)+":"+c.Source)
+		}
+	})
+	defer cancel()
+	e.must(e.m.Suspend(model.WithSource(context.Background(), model.SourceProxy), "app", mc.ID))
+	if _, err := e.m.Start(model.WithSource(context.Background(), model.SourceMachine), "app", mc.ID); err != nil {
 		t.Fatal(err)
 	}
-
-	crash := errors.New("crash")
-	e.cfg.Fault = func(point, id string) {
-		if point == "resume/after-restore" {
-			panic(crash)
-		}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"suspending:proxy", "suspended:proxy", "starting:machine", "started:machine"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("changes = %v, want %v", got, want)
 	}
+}
+
+// brokenAdoption is a network whose machines can be attached but not
+// adopted after a restart (their veth pair broke while the daemon was down).
+type brokenAdoption struct{}
+
+func (brokenAdoption) Attach(context.Context, string, string) (string, netip.Addr, error) {
+	return "", netip.MustParseAddr("10.213.9.2"), nil
+}
+func (brokenAdoption) Adopt(context.Context, string, string) error {
+	return errors.New("veth pair tpv-x ⇄ eth0 is broken")
+}
+func (brokenAdoption) Detach(context.Context, string) error    { return nil }
+func (brokenAdoption) DeleteApp(context.Context, string) error { return nil }
+
+// A running machine whose network cannot be adopted after a restart is not
+// left started, unreachable and unsupervised: it is stopped, with the reason.
+func TestFailedAdoptionStopsTheMachine(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Network = brokenAdoption{}
 	e.restart()
-	func() {
-		defer func() {
-			if r := recover(); r != crash {
-				t.Fatalf("start did not reach resume/after-restore (recovered %v); events: %+v", r, e.lastEvent(mc.ID, "resume"))
-			}
-		}()
-		e.m.Start(context.Background(), "app", mc.ID)
-	}()
-	e.cfg.Fault = nil
-	e.restart() // the old manager's Close only lets go of logs and locks; sandboxes stay
-
+	mc := e.create()
+	e.restart()
 	e.wantState(mc.ID, model.StateStopped)
-	ev := e.lastEvent(mc.ID, "recover")
-	if !strings.Contains(fmt.Sprint(ev.Request["reason"]), "failed its check") {
-		t.Fatalf("recover event = %+v, want the failed check as reason", ev)
+	if ev := e.lastEvent(mc.ID, "recover"); !strings.Contains(fmt.Sprint(ev.Field("reason")), "veth pair") {
+		t.Fatalf("recover event = %+v", ev.Fields())
 	}
+	if st, _ := e.rt.State(context.Background(), sandboxID(mc.ID)); st != runtime.StatusAbsent {
+		t.Fatalf("the sandbox was left %s", st)
+	}
+	e.start(mc.ID)
 }

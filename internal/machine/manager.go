@@ -2,24 +2,29 @@
 // (created → starting → started → suspending → suspended → ...), the snapshot
 // invariants (a snapshot is restored at most once and only in the boot
 // generation it was taken in; cold starts, stops, updates and destroys discard
-// it), per-machine serialization of operations, events, supervision of
-// running sandboxes and recovery after a daemon restart.
+// it), per-machine serialization of operations, machine leases (lease.go),
+// the cancellation of a suspend by a start (interrupt.go), Fly's operations
+// beyond the lifecycle (ops.go: restart, signal, exec, ps, metadata,
+// versions, filtered lists and waits), events, supervision of running
+// sandboxes and recovery after a daemon restart.
 //
-// It drives a runtime.Runtime for sandboxes, the store for every state change
-// and package snapshot for images on disk.
+// It drives a runtime.Runtime for sandboxes, the store for every state change,
+// package snapshot for images on disk and package volume for the volumes its
+// machines mount (which machine holds which volume is committed in the
+// machine's own transactions).
 package machine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/identifiers"
 	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/runtime"
@@ -33,6 +38,10 @@ type Network interface {
 	// returns its path and the machine's address. It is called before every
 	// boot and restore.
 	Attach(ctx context.Context, app, machineID string) (nsPath string, ip netip.Addr, err error)
+	// Adopt repairs the host side of a running machine's network after a
+	// daemon restart, leaving its namespace as the running sandbox set it
+	// up (re-applying eth0's address there cuts the machine off).
+	Adopt(ctx context.Context, app, machineID string) error
 	// Detach removes the machine's network.
 	Detach(ctx context.Context, machineID string) error
 	// DeleteApp removes what the app's machines shared (its bridge).
@@ -55,6 +64,9 @@ type Config struct {
 	DataDir string
 	// ImagesDir is where image names resolve to root filesystem directories.
 	ImagesDir string
+	// Images, if set, resolves config.image as an OCI image reference when
+	// it names no root filesystem directory; nil: directories only.
+	Images Images
 	// SuspendMemoryLimitMB is the largest guest memory that may be suspended (default 2048).
 	SuspendMemoryLimitMB int
 	// Region is reported as every machine's region (default "local").
@@ -63,6 +75,10 @@ type Config struct {
 	Network Network
 	// GuestAPI, if set, is mounted into every machine.
 	GuestAPI GuestAPI
+	// Volumes, if set, mounts the volumes of config.mounts (package volume).
+	Volumes Volumes
+	// Checks, if set, gives machines their health check results (package checks).
+	Checks CheckStatuses
 	// RunDir holds short-lived files with short paths, such as the
 	// in-machine API sockets (Unix socket paths are limited to 107 bytes;
 	// default /run/torpor).
@@ -76,16 +92,39 @@ type Config struct {
 	// within that moment may then cost the snapshot, which the next start
 	// detects (checksums) and answers with a cold start.
 	SyncSnapshots bool
+	// Claimer, when set, is the cluster this host is part of: the Manager
+	// then only changes machines it owns, registers new ones with it and
+	// takes a snapshot's cluster-wide claim before restoring it.
+	Claimer Claimer
 	// Logs configures each machine's persistent console log.
-	Logs   logs.Config
-	Logger *slog.Logger
-	// OnChange, if set, is called after every committed change of a machine
-	// (the proxy uses it to see new machines and states at once).
-	OnChange func()
-	// Fault, if set, is called at every point of FaultPoints with the
-	// point's name and the machine's ID; crash tests use it to kill the
-	// daemon or the machine's sandbox exactly there. Nil in production.
-	Fault func(point, machineID string)
+	Logs logs.Config
+	// ReservedPorts are host ports no machine may publish, with what the
+	// daemon keeps each for (e.g. "the daemon's TCP API (--listen
+	// 127.0.0.1:4280)"): a config asking for one is refused (see ports.go).
+	ReservedPorts map[int]string
+	// MaxPortsPerApp caps the host ports one app's machines publish
+	// together (default DefaultMaxPortsPerApp).
+	MaxPortsPerApp int
+	// HostMemoryMB and HostCPUs are what this host gives machines: no
+	// machine may ask for more, and admission control keeps the memory of
+	// the machines running together within HostMemoryMB (admission.go;
+	// 0: no limit).
+	HostMemoryMB int
+	HostCPUs     int
+	// AppMemoryQuotaMB and AppCPUQuota bound what one app's running
+	// machines take together (0: no quota).
+	AppMemoryQuotaMB int
+	AppCPUQuota      int
+	// RestartBackoff is how long the restart policy waits before the first
+	// restart of a series; each next one waits twice as long, at most
+	// RestartBackoffMax (defaults DefaultRestartBackoff,
+	// DefaultRestartBackoffMax; see restart.go).
+	RestartBackoff    time.Duration
+	RestartBackoffMax time.Duration
+	// RestartStableAfter is how long a run must last for its exit to start
+	// a new restart series (default DefaultRestartStableAfter).
+	RestartStableAfter time.Duration
+	Logger             *slog.Logger
 }
 
 // Manager runs machines. It is safe for concurrent use.
@@ -98,11 +137,24 @@ type Manager struct {
 
 	mu       sync.Mutex
 	locks    map[string]chan struct{} // per-machine operation lock
+	sources  map[string]string        // who asked for the operation holding the lock (model.SourceOf)
 	changed  map[string]chan struct{} // closed and replaced on every state change
 	runs     map[string]*run          // supervised sandbox per machine
 	consoles map[string]*console
 	logs     map[string]*logs.Log
+	frozen   map[string]bool // machines Fence froze
 	closed   bool
+
+	subs subscribers // of committed changes (Subscribe)
+	// restarts holds the restart policy's series of each machine (restart.go).
+	restarts restarts
+	// suspends holds the suspend in progress of each machine, which a
+	// start may cancel (interrupt.go).
+	suspends sync.Map // machine ID → *suspendRun
+	// faultFn is the armed fault function of a test build (SetFault).
+	faultFn atomic.Pointer[func(point, machineID string)]
+	// failFn is the armed fail function of a test build (SetFailure).
+	failFn atomic.Pointer[func(point, machineID string) error]
 }
 
 // New returns a Manager. Call Recover before serving requests.
@@ -119,6 +171,16 @@ func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
+	if cfg.RestartBackoff <= 0 {
+		cfg.RestartBackoff = DefaultRestartBackoff
+	}
+	if cfg.RestartBackoffMax <= 0 {
+		cfg.RestartBackoffMax = DefaultRestartBackoffMax
+	}
+	cfg.RestartBackoffMax = max(cfg.RestartBackoffMax, cfg.RestartBackoff)
+	if cfg.RestartStableAfter <= 0 {
+		cfg.RestartStableAfter = DefaultRestartStableAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -132,6 +194,7 @@ func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 		log:      cfg.Logger,
 		hostID:   snapshot.HostID(),
 		locks:    map[string]chan struct{}{},
+		sources:  map[string]string{},
 		changed:  map[string]chan struct{}{},
 		runs:     map[string]*run{},
 		consoles: map[string]*console{},
@@ -145,6 +208,9 @@ func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
 	m.runs = map[string]*run{}
+	m.mu.Unlock()
+	m.stopRestarts()
+	m.mu.Lock()
 	ids := make([]string, 0, len(m.consoles))
 	for id := range m.consoles {
 		ids = append(ids, id)
@@ -165,7 +231,8 @@ func (m *Manager) Close() {
 }
 
 // lock takes the machine's operation lock, waiting for the operation in
-// progress (if any) to end. It fails when ctx ends first. Once it holds the
+// progress (if any) to end, and records who asked for the operation
+// (model.SourceOf(ctx)) as the source of the changes it commits. It fails when ctx ends first. Once it holds the
 // lock, an operation runs to its end with ctx's values but without its
 // cancellation (see detach): a client that goes away must not leave a
 // checkpoint or restore half done.
@@ -179,7 +246,15 @@ func (m *Manager) lock(ctx context.Context, id string) (unlock func(), err error
 	m.mu.Unlock()
 	select {
 	case l <- struct{}{}:
-		return func() { <-l }, nil
+		m.mu.Lock()
+		m.sources[id] = model.SourceOf(ctx)
+		m.mu.Unlock()
+		return func() {
+			m.mu.Lock()
+			delete(m.sources, id)
+			m.mu.Unlock()
+			<-l
+		}, nil
 	case <-ctx.Done():
 		return nil, model.Errorf(model.KindConflict, "machine %s is busy with another operation: %v", id, ctx.Err())
 	}
@@ -187,7 +262,8 @@ func (m *Manager) lock(ctx context.Context, id string) (unlock func(), err error
 
 // begin starts an operation on machine id of app: it takes the machine's
 // lock, detaches the operation's context from the request's cancellation
-// (see lock) and loads the machine. Call end when the operation is over.
+// (see lock), loads the machine and checks that the caller may act on it
+// while it is leased (lease.go). Call end when the operation is over.
 func (m *Manager) begin(ctx context.Context, app, id string) (_ context.Context, _ model.Machine, end func(), _ error) {
 	unlock, err := m.lock(ctx, id)
 	if err != nil {
@@ -196,6 +272,12 @@ func (m *Manager) begin(ctx context.Context, app, id string) (_ context.Context,
 	ctx, cancel := detach(ctx)
 	end = func() { cancel(); unlock() }
 	mc, err := m.machine(app, id)
+	if err == nil {
+		err = m.checkLease(ctx, mc)
+		if err == nil {
+			err = m.own(ctx, id)
+		}
+	}
 	if err != nil {
 		end()
 		return ctx, mc, nil, err
@@ -233,16 +315,10 @@ func (m *Manager) snapshotsDir(id string) string {
 }
 
 // sandboxID names the runtime sandbox backing a machine: one at a time.
-func sandboxID(machineID string) string { return "torpor-" + machineID }
+func sandboxID(machineID string) string { return identifiers.SandboxID(machineID) }
 
 // newID returns n random bytes in hex.
-func newID(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+func newID(n int) string { return identifiers.Random(n) }
 
 // detach returns a context for the work of an operation that holds its
 // machine's lock: not cancelled with the request, bounded by opTimeout.

@@ -39,16 +39,22 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.log.Error("recover machine", "machine", mc.ID, "state", mc.State, "err", err)
 		}
 	}
-	return nil
+	return m.recoverPorts()
 }
 
 func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {
-	unlock, err := m.lock(ctx, mc.ID)
+	unlock, err := m.lock(model.WithSource(ctx, model.SourceFlyd), mc.ID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	err = m.reconcile(ctx, mc)
+	return m.reconcileOrStop(ctx, mc)
+}
+
+// reconcileOrStop reconciles mc with its sandbox; a machine left in the
+// middle of an operation that cannot be reconciled is stopped.
+func (m *Manager) reconcileOrStop(ctx context.Context, mc model.Machine) error {
+	err := m.reconcile(ctx, mc)
 	// A destroying machine is not settled, but a destroy can always be retried.
 	if err != nil && !mc.State.Settled() && mc.State != model.StateDestroying {
 		// Never leave a machine in the middle of an operation nobody is
@@ -108,13 +114,16 @@ func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
 	if err := m.ensureConsole(mc.ID); err != nil {
 		return err
 	}
+	// A sandbox whose network or in-machine API cannot be taken back would
+	// run on unreachable and unsupervised: stop it, saying why, rather
+	// than report it started.
 	if m.cfg.Network != nil {
-		if _, _, err := m.cfg.Network.Attach(ctx, mc.App, mc.ID); err != nil {
-			return err
+		if err := m.cfg.Network.Adopt(ctx, mc.App, mc.ID); err != nil {
+			return m.recoverStopped(ctx, mc, "its network could not be adopted: "+err.Error())
 		}
 	}
 	if _, err := m.listenGuestAPI(mc); err != nil {
-		return err
+		return m.recoverStopped(ctx, mc, "its in-machine API could not be served again: "+err.Error())
 	}
 	if err := m.checkRestoredImage(mc); err != nil {
 		return m.recoverStopped(ctx, mc, "restored from a snapshot that failed its check: "+err.Error())
@@ -127,10 +136,8 @@ func (m *Manager) adopt(ctx context.Context, mc model.Machine) error {
 		}
 	}
 	m.supervise(mc.ID)
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateStarted
-		return tx.DeleteSnapshot(mc.ID)
-	}, event("recover", "started", model.SourceFlyd, map[string]any{"adopted": true, "previous_state": string(mc.State)}))
+	_, err := m.enter(mc.ID, model.StateStarted, deleteSnapshot,
+		event(model.EventRecover, "started", model.SourceFlyd, &model.RecoverDetails{Adopted: true, PreviousState: mc.State}))
 	if err != nil {
 		return err
 	}
@@ -157,7 +164,7 @@ func (m *Manager) checkRestoredImage(mc model.Machine) error {
 	if _, err := os.Stat(dir); err != nil {
 		return nil // checked and deleted, or never claimed on disk
 	}
-	return snapshot.Verify(dir, m.expectedSeal(mc, snap), snap.Checksum)
+	return snapshot.Verify(dir, m.expectedSeal(mc, snap, snap.Image), snap.Checksum)
 }
 
 // recoverStopped cleans up a machine whose sandbox is gone and leaves it stopped.
@@ -165,10 +172,8 @@ func (m *Manager) recoverStopped(ctx context.Context, mc model.Machine, why stri
 	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
 		return err
 	}
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateStopped
-		return tx.DeleteSnapshot(mc.ID)
-	}, event("recover", "stopped", model.SourceFlyd, map[string]any{"reason": why, "previous_state": string(mc.State)}))
+	_, err := m.enter(mc.ID, model.StateStopped, deleteSnapshot,
+		event(model.EventRecover, "stopped", model.SourceFlyd, &model.RecoverDetails{Reason: why, PreviousState: mc.State}))
 	if err != nil {
 		return err
 	}
@@ -194,16 +199,16 @@ func (m *Manager) finishSuspend(ctx context.Context, mc model.Machine) error {
 	}
 	seal, err := snapshot.ReadSeal(snap.Dir)
 	if err == nil {
-		err = snapshot.Verify(snap.Dir, m.expectedSeal(mc, snap), seal.Checksum())
+		err = snapshot.Verify(snap.Dir, m.expectedSeal(mc, snap, snap.Image), seal.Checksum())
 	}
 	if err != nil {
 		return m.recoverStopped(ctx, mc, "suspend interrupted by a daemon restart: "+err.Error())
 	}
 	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
-	_, err = m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateSuspended
-		return tx.PutSnapshot(snap)
-	}, event("suspend", "suspended", model.SourceFlyd, map[string]any{"snapshot_id": snap.ID, "completed_after_restart": true}))
+	repaired := repairing(ctx)
+	_, err = m.enter(mc.ID, model.StateSuspended, putSnapshot(snap), event(model.EventSuspend, "suspended", model.SourceFlyd,
+		&model.SuspendDetails{SnapshotID: snap.ID, SizeBytes: snap.SizeBytes, BootGeneration: snap.BootGeneration,
+			CompletedAfterRestart: !repaired, Repaired: repaired}))
 	return err
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"time"
 
@@ -18,20 +17,31 @@ import (
 
 // Start starts a machine: a suspended one is resumed from its snapshot (or
 // cold-started, with the reason in its events, when that is impossible); a
-// created or stopped one is cold-started.
+// created or stopped one is cold-started; a suspending one has its suspend
+// cancelled and goes on running from memory (interrupt.go).
 func (m *Manager) Start(ctx context.Context, app, id string) (model.StartResponse, error) {
+	interrupted := m.interruptSuspend(ctx, app, id)
 	ctx, mc, end, err := m.begin(ctx, app, id)
 	if err != nil {
 		return model.StartResponse{}, err
 	}
 	defer end()
+	m.endRestarts(id) // the user's word overrides the restart policy's
 	resp := model.StartResponse{PreviousState: mc.State}
+	if mc.State == model.StateSuspended || mc.State == model.StateCreated || mc.State == model.StateStopped {
+		if err := m.checkVolumes(ctx, mc); err != nil {
+			return resp, err
+		}
+	}
 	switch mc.State {
 	case model.StateSuspended:
 		resp.FromSnapshot, err = m.resume(ctx, mc)
 	case model.StateCreated, model.StateStopped:
-		_, err = m.coldStart(ctx, mc, "")
+		_, err = m.coldStart(ctx, mc, nil)
 	case model.StateStarted:
+		if interrupted { // the suspend this start cancelled left it running
+			return model.StartResponse{PreviousState: model.StateSuspending}, nil
+		}
 		return resp, model.Errorf(model.KindConflict, "machine %s is already started", id)
 	default:
 		return resp, model.Errorf(model.KindConflict, "machine %s is %s and cannot be started", id, mc.State)
@@ -40,14 +50,15 @@ func (m *Manager) Start(ctx context.Context, app, id string) (model.StartRespons
 }
 
 // coldStart boots the machine from its config in a new boot generation,
-// which invalidates every snapshot taken before (invariant 1). reason, if
+// which invalidates every snapshot taken before (invariant 1). fallback, if
 // set, says why a resume fell back to it.
-func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string) (model.Machine, error) {
+func (m *Manager) coldStart(ctx context.Context, mc model.Machine, fallback error) (model.Machine, error) {
 	begin := time.Now()
-	mc, err := m.commit(mc.ID, func(tx *store.Tx, mc *model.Machine) error {
-		mc.State = model.StateStarting
+	mc, err := m.enter(mc.ID, model.StateStarting, func(tx *store.Tx, mc *model.Machine) error {
+		if err := m.admit(tx, mc); err != nil {
+			return err
+		}
 		mc.BootGeneration++
-		mc.InstanceID = newID(8)
 		return tx.DeleteSnapshot(mc.ID)
 	})
 	if err != nil {
@@ -68,14 +79,13 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, reason string
 	}
 	m.supervise(mc.ID)
 	m.fault("start/after-boot", mc.ID)
-	details := map[string]any{"from_snapshot": false, "boot_generation": mc.BootGeneration}
-	m.bootGeneration(ctx, mc, details)
-	details["duration_ms"] = time.Since(begin).Milliseconds()
-	typ := "start"
-	if reason != "" {
-		typ, details["reason"] = "resume", reason
+	details := &model.StartDetails{BootGeneration: mc.BootGeneration, AppNotice: m.bootGeneration(ctx, mc)}
+	details.DurationMS = time.Since(begin).Milliseconds()
+	typ := model.EventStart
+	if fallback != nil {
+		typ, details.Reason, details.Fallback = model.EventResume, fallback.Error(), fallbackReason(fallback)
 	}
-	mc, err = m.commit(mc.ID, setState(model.StateStarted), event(typ, "started", model.SourceOf(ctx), details))
+	mc, err = m.enter(mc.ID, model.StateStarted, nil, event(typ, "started", model.SourceOf(ctx), details))
 	if err == nil {
 		m.fault("start/after-commit-started", mc.ID)
 	}
@@ -87,8 +97,8 @@ func (m *Manager) failStart(mc model.Machine, step string, cause error) (model.M
 	m.endRun(mc.ID)
 	m.rt.Kill(context.Background(), sandboxID(mc.ID))
 	msg := fmt.Sprintf("start failed (%s): %v", step, cause)
-	mc, err := m.commit(mc.ID, setState(model.StateStopped),
-		event("start", "failed", model.SourceFlyd, map[string]any{"error": msg}))
+	mc, err := m.enter(mc.ID, model.StateStopped, nil,
+		event(model.EventStart, "failed", model.SourceFlyd, &model.StartDetails{BootGeneration: mc.BootGeneration, Error: msg}))
 	if err != nil {
 		return mc, err
 	}
@@ -101,9 +111,15 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, 
 	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
 		return runtime.Spec{}, fmt.Errorf("remove stale sandbox: %w", err)
 	}
-	rootfs, err := m.rootfs(mc.Config.Image)
+	img, err := m.imageOf(ctx, mc)
 	if err != nil {
 		return runtime.Spec{}, err
+	}
+	if err := os.MkdirAll(m.machineDir(mc.ID), 0o700); err != nil {
+		return runtime.Spec{}, err
+	}
+	if err := m.recordBootedImage(mc.ID, img.identity); err != nil {
+		return runtime.Spec{}, fmt.Errorf("record the image: %w", err)
 	}
 	if err := os.MkdirAll(m.bundleDir(mc.ID), 0o700); err != nil {
 		return runtime.Spec{}, err
@@ -114,9 +130,10 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, 
 	spec := runtime.Spec{
 		ID:       sandboxID(mc.ID),
 		Bundle:   m.bundleDir(mc.ID),
-		RootFS:   rootfs,
-		Args:     command(&mc.Config),
-		Cwd:      mc.Config.Init.Workdir,
+		RootFS:   img.rootfs,
+		Args:     processArgs(&mc.Config, img.config),
+		Cwd:      workdir(&mc.Config, img.config),
+		User:     img.user,
 		Hostname: mc.ID,
 		CPUs:     mc.Config.Guest.CPUs,
 		MemoryMB: mc.Config.Guest.MemoryMB,
@@ -137,46 +154,85 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, 
 			}
 		}
 	}
-	spec.Env = m.environ(mc)
+	spec.Env = m.environ(mc, img.config)
 	if spec.Mounts, err = m.etcFiles(mc); err != nil {
 		return spec, err
 	}
+	vols, err := m.volumeMounts(ctx, mc)
+	if err != nil {
+		return spec, err
+	}
+	spec.Mounts = append(spec.Mounts, vols...)
 	api, err := m.listenGuestAPI(mc)
 	spec.Mounts = append(spec.Mounts, api...)
 	return spec, err
 }
 
-// environ is the process environment: config.env plus what Fly provides.
-func (m *Manager) environ(mc model.Machine) []string {
-	env := []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+// environ is the process environment: the image's, what Fly provides,
+// then config.env.
+func (m *Manager) environ(mc model.Machine, img *model.ImageConfig) []string {
+	return imageEnv(img, []string{
 		"FLY_MACHINE_ID=" + mc.ID,
 		"FLY_APP_NAME=" + mc.App,
 		"FLY_REGION=" + m.cfg.Region,
 		"FLY_PRIVATE_IP=" + mc.PrivateIP,
-		"FLY_IMAGE_REF=" + mc.Config.Image,
+		"FLY_IMAGE_REF=" + imageRefEnv(mc),
 		"TORPOR_BOOT_GENERATION=" + strconv.FormatUint(mc.BootGeneration, 10),
+	}, mc.Config.Env)
+}
+
+// workdir is the process's working directory: init.workdir, else the
+// image's, else "/" (the runtime's default).
+func workdir(cfg *model.MachineConfig, img *model.ImageConfig) string {
+	if cfg.Init.Workdir != "" || img == nil {
+		return cfg.Init.Workdir
 	}
-	keys := make([]string, 0, len(mc.Config.Env))
-	for k := range mc.Config.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+mc.Config.Env[k])
-	}
-	return env
+	return img.WorkingDir
 }
 
 // resume restores a suspended machine from its snapshot, enforcing the
 // snapshot invariants; when the snapshot cannot be used it cold-starts and
 // records why. It reports whether the machine was resumed from the snapshot.
+//
+// Everything a restore needs that can fail for a while without anything
+// being wrong with the snapshot (network, console, bundle, the runtime's
+// binary, free space: prepare and runtime.Preparer) is readied before the
+// snapshot is claimed, since a claimed snapshot is never restored again
+// (invariant 2). Such a failure, or a claim the store refuses, leaves the
+// machine suspended with its snapshot, and the start fails (503 runtime
+// unavailable, 507 disk full) instead of cold-starting (issue 17's F6).
 func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	begin := time.Now()
-	snap, dir, seal, err := m.claim(mc)
+	// A start the host cannot hold is refused before anything is readied
+	// (the claim checks again, atomically).
+	if err := m.store.View(func(tx *store.Tx) error { return m.admit(tx, &mc) }); err != nil {
+		return false, err
+	}
+	spec, err := m.prepare(ctx, mc)
+	if p, ok := m.rt.(runtime.Preparer); ok && err == nil {
+		err = p.PrepareRestore(ctx, spec)
+	}
 	if err != nil {
+		return false, m.resumePostponed(ctx, mc, "prepare", err)
+	}
+	prepared := time.Now()
+	m.fault("resume/after-prepare", mc.ID)
+	if fallback, err := m.claimInCluster(ctx, mc); err != nil || fallback != nil {
+		if err != nil {
+			return false, err
+		}
+		_, err = m.coldStart(ctx, mc, fallback)
+		return false, err
+	}
+	snap, dir, seal, err := m.claim(mc)
+	switch {
+	case errors.Is(err, errAdmission):
+		return false, err // the snapshot stays, for a start the host can hold
+	case errors.Is(err, errClaimNotRecorded):
+		return false, m.resumePostponed(ctx, mc, "claim the snapshot", err)
+	case err != nil:
 		m.log.Warn("resume falls back to a cold start", "machine", mc.ID, "reason", err)
-		_, cerr := m.coldStart(ctx, mc, err.Error())
+		_, cerr := m.coldStart(ctx, mc, err)
 		return false, cerr
 	}
 	claimed := time.Now()
@@ -191,12 +247,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		verifyTook = time.Since(t)
 		verified <- err
 	}()
-	spec, err := m.prepare(ctx, mc)
-	prepared := time.Now()
-	if err == nil {
-		m.fault("resume/after-prepare", mc.ID)
-		err = m.rt.Restore(ctx, spec, dir)
-	}
+	err = m.rt.Restore(ctx, spec, dir)
 	restored := time.Now()
 	if err == nil {
 		m.fault("resume/after-restore", mc.ID)
@@ -205,51 +256,76 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	waited := time.Since(restored)
 	switch {
 	case verr != nil:
-		return false, m.abandonRestore(ctx, mc, snap, verr.Error())
+		return false, m.abandonRestore(ctx, mc, snap, verr)
 	case err != nil:
-		return false, m.abandonRestore(ctx, mc, snap, "restore failed: "+err.Error())
+		return false, m.abandonRestore(ctx, mc, snap, fmt.Errorf("%w: %v", errRestoreFailed, err))
 	}
 	m.supervise(mc.ID)
 	m.fault("resume/after-verify", mc.ID)
-	m.discardRestoredImage(mc.ID, snap.Dir)
-	details := map[string]any{"from_snapshot": true, "snapshot_id": snap.ID, "boot_generation": mc.BootGeneration,
-		"restore_ms": time.Since(begin).Milliseconds(), "claim_ms": claimed.Sub(begin).Milliseconds(),
-		"prepare_ms": prepared.Sub(claimed).Milliseconds(), "runtime_restore_ms": restored.Sub(prepared).Milliseconds(),
-		"verify_ms": verifyTook.Milliseconds(), "verify_wait_ms": waited.Milliseconds()}
+	deleteImage := m.discardRestoredImage(mc.ID, snap.Dir)
+	defer deleteImage()
+	details := &model.StartDetails{FromSnapshot: true, SnapshotID: snap.ID, BootGeneration: mc.BootGeneration,
+		ResumePhases: &model.ResumePhases{
+			RestoreMS: time.Since(begin).Milliseconds(), PrepareMS: prepared.Sub(begin).Milliseconds(),
+			ClaimMS: claimed.Sub(prepared).Milliseconds(), RuntimeRestoreMS: restored.Sub(claimed).Milliseconds(),
+			VerifyMS: verifyTook.Milliseconds(), VerifyWaitMS: waited.Milliseconds(),
+		}}
 	// The machine stays starting until the app has been told it was
 	// resumed (post_resume may have to make it ready, e.g. reload a model).
-	evs := m.afterRestore(ctx, mc, snap, details)
-	details["duration_ms"] = time.Since(begin).Milliseconds()
-	_, err = m.commit(mc.ID, func(tx *store.Tx, mc *model.Machine) error {
-		mc.State = model.StateStarted
-		return tx.DeleteSnapshot(mc.ID)
-	}, append([]model.Event{event("resume", "started", model.SourceOf(ctx), details)}, evs...)...)
+	var evs []model.Event
+	details.AppNotice, evs = m.afterRestore(ctx, mc, snap)
+	details.DurationMS = time.Since(begin).Milliseconds()
+	_, err = m.enter(mc.ID, model.StateStarted, deleteSnapshot,
+		append([]model.Event{event(model.EventResume, "started", model.SourceOf(ctx), details)}, evs...)...)
 	if err == nil {
 		m.fault("resume/after-commit-started", mc.ID)
 	}
 	return true, err
 }
 
+// resumePostponed answers a resume that failed at step before its snapshot
+// was claimed, for a reason that is not the snapshot's (cause): the machine
+// stays suspended with its snapshot, an event says why, and the error says
+// what to do: 503 when the runtime cannot run for now, 507 when the disk is
+// full.
+func (m *Manager) resumePostponed(ctx context.Context, mc model.Machine, step string, cause error) error {
+	kind, why := model.KindInternal, cause.Error()
+	switch {
+	case diskFull(cause):
+		kind, why = model.KindInsufficientStorage, "disk full (ENOSPC) in "+m.cfg.DataDir
+	case errors.Is(cause, runtime.ErrUnavailable):
+		kind = model.KindUnavailable
+	}
+	m.log.Warn("resume postponed; the snapshot is kept", "machine", mc.ID, "step", step, "err", cause)
+	msg := fmt.Sprintf("resume failed (%s): %s; the machine stays suspended with its snapshot: start it again once that is fixed", step, why)
+	m.commit(mc.ID, nil, event(model.EventResume, "failed", model.SourceOf(ctx),
+		&model.StartDetails{BootGeneration: mc.BootGeneration, Error: msg}))
+	return model.Errorf(kind, "%s", msg)
+}
+
 // discardRestoredImage deletes the image a machine was just restored from
 // without making the resume wait: deleting 75 MB took 15 ms here. The image
 // is moved to the trash at once (so the machine's snapshot directory only
 // ever holds images that may still be restored) and deleted from there in
-// the background; recovery empties the trash. The claim already makes sure
-// the image is never restored again.
-func (m *Manager) discardRestoredImage(id, dir string) {
+// the background once the resume is committed (the returned func starts
+// it): freeing a 1 GiB image's blocks during the resume delayed the commit
+// of the started state (its journal commit queued behind the deletion) by
+// 60-100 ms. Recovery empties the trash. The claim already makes sure the
+// image is never restored again.
+func (m *Manager) discardRestoredImage(id, dir string) (deleteLater func()) {
 	claimed := snapshot.ClaimedDir(dir)
 	trash := filepath.Join(m.trashDir(), id+"-"+filepath.Base(dir))
 	if os.MkdirAll(m.trashDir(), 0o700) != nil || os.Rename(claimed, trash) != nil {
 		snapshot.Remove(dir) // e.g. snapshots on another file system
-		return
+		return func() {}
 	}
-	go os.RemoveAll(trash)
+	return func() { go os.RemoveAll(trash) }
 }
 
 // abandonRestore throws away a restore that must not go on (the image
 // failed its check, or the restore itself failed) and cold-starts the
 // machine instead, giving reason.
-func (m *Manager) abandonRestore(ctx context.Context, mc model.Machine, snap model.Snapshot, reason string) error {
+func (m *Manager) abandonRestore(ctx context.Context, mc model.Machine, snap model.Snapshot, reason error) error {
 	m.log.Warn("resume falls back to a cold start", "machine", mc.ID, "reason", reason)
 	m.rt.Kill(context.Background(), sandboxID(mc.ID))
 	snapshot.Remove(snap.Dir)
@@ -265,13 +341,21 @@ func (m *Manager) abandonRestore(ctx context.Context, mc model.Machine, snap mod
 // be used (invariant 5); the machine is then left starting.
 func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal, error) {
 	var snap model.Snapshot
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateStarting
+	_, err := m.enter(mc.ID, model.StateStarting, func(tx *store.Tx, rec *model.Machine) error {
+		if err := m.admit(tx, rec); err != nil {
+			return err
+		}
+		if err := m.failure("store/claim", mc.ID); err != nil {
+			return err
+		}
 		s, ok, err := tx.Snapshot(mc.ID)
 		if err != nil || !ok {
 			return errors.Join(err, errNoSnapshot)
 		}
 		snap = s
+		if s.Reason != "" { // e.g. left behind by a move to another host
+			return fmt.Errorf("%w: %s", errUnusable, s.Reason)
+		}
 		if s.State != model.SnapshotSealed {
 			return fmt.Errorf("%w (state %s)", errUnusable, s.State)
 		}
@@ -280,13 +364,16 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal
 	})
 	switch {
 	case errors.Is(err, errNoSnapshot):
-		m.commit(mc.ID, setState(model.StateStarting))
-		return snap, "", snapshot.Seal{}, errors.New("snapshot missing: no snapshot record")
+		m.enter(mc.ID, model.StateStarting, nil)
+		return snap, "", snapshot.Seal{}, fmt.Errorf("%w: no snapshot record", snapshot.ErrMissing)
+	case errors.Is(err, errUnusable) && snap.Reason != "":
+		m.enter(mc.ID, model.StateStarting, nil)
+		return snap, "", snapshot.Seal{}, fmt.Errorf("%w here: %s", snapshot.ErrMissing, snap.Reason)
 	case errors.Is(err, errUnusable):
-		m.commit(mc.ID, setState(model.StateStarting))
-		return snap, "", snapshot.Seal{}, fmt.Errorf("snapshot already claimed or unsealed: %v", err)
+		m.enter(mc.ID, model.StateStarting, nil)
+		return snap, "", snapshot.Seal{}, fmt.Errorf("snapshot already claimed or unsealed: %w", err)
 	case err != nil:
-		return snap, "", snapshot.Seal{}, err
+		return snap, "", snapshot.Seal{}, fmt.Errorf("%w: %w", errClaimNotRecorded, err)
 	}
 	m.fault("resume/after-commit-claim", mc.ID)
 	dir, err := snapshot.Claim(snap.Dir)
@@ -294,7 +381,7 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal
 		return snap, "", snapshot.Seal{}, err
 	}
 	m.fault("resume/after-claim", mc.ID)
-	seal, err := snapshot.VerifySeal(dir, m.expectedSeal(mc, snap), snap.Checksum)
+	seal, err := snapshot.VerifySeal(dir, m.expectedSeal(mc, snap, m.imageIdentity(mc)), snap.Checksum)
 	if err != nil {
 		snapshot.Remove(snap.Dir)
 		return snap, "", seal, err
@@ -303,14 +390,41 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal
 }
 
 var (
-	errNoSnapshot = errors.New("no snapshot")
-	errUnusable   = errors.New("snapshot not restorable")
+	errNoSnapshot    = errors.New("no snapshot")
+	errUnusable      = errors.New("snapshot not restorable")
+	errRestoreFailed = errors.New("restore failed")
+	// errClaimNotRecorded: the store refused the claim's write; the
+	// snapshot is as it was.
+	errClaimNotRecorded = errors.New("the claim could not be recorded")
 )
 
+// fallbackReason classifies why a resume cold-started instead.
+func fallbackReason(err error) model.FallbackReason {
+	switch {
+	case errors.Is(err, snapshot.ErrMissing):
+		return model.FallbackMissing
+	case errors.Is(err, errUnusable), errors.Is(err, ErrClaimedElsewhere):
+		return model.FallbackClaimed
+	case errors.Is(err, snapshot.ErrStale):
+		return model.FallbackStale
+	case errors.Is(err, snapshot.ErrWrongRuntime):
+		return model.FallbackRuntime
+	case errors.Is(err, snapshot.ErrWrongHost):
+		return model.FallbackHost
+	case errors.Is(err, snapshot.ErrCorrupt):
+		return model.FallbackCorrupt
+	case errors.Is(err, errRestoreFailed):
+		return model.FallbackRestoreFailed
+	}
+	return model.FallbackOther
+}
+
 // expectedSeal is the identity a snapshot of mc must carry to be restored
-// here and now: this machine, this boot generation, this runtime, this host.
-func (m *Manager) expectedSeal(mc model.Machine, snap model.Snapshot) snapshot.Seal {
+// here and now: this machine, this boot generation, this runtime, this
+// host, this root filesystem (image, see imageIdentity).
+func (m *Manager) expectedSeal(mc model.Machine, snap model.Snapshot, image string) snapshot.Seal {
 	return snapshot.Seal{
+		Image:          image,
 		SnapshotID:     snap.ID,
 		MachineID:      mc.ID,
 		BootGeneration: mc.BootGeneration,

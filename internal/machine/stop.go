@@ -7,6 +7,7 @@ import (
 
 	"github.com/torpor-dev/torpor/internal/model"
 	"github.com/torpor-dev/torpor/internal/store"
+	"github.com/torpor-dev/torpor/internal/volume"
 )
 
 // Stop stops a machine. A started machine gets the stop signal and is killed
@@ -21,11 +22,12 @@ func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopReques
 		return err
 	}
 	defer end()
+	m.endRestarts(id) // the user's word overrides the restart policy's
 	switch mc.State {
 	case model.StateStarted:
 		return m.stopRunning(ctx, mc, req)
 	case model.StateSuspended:
-		return m.discardSuspended(ctx, mc, model.StateStopped, "stop")
+		return m.discardSuspended(ctx, mc, model.EventStop)
 	case model.StateStopped, model.StateCreated:
 		return nil
 	}
@@ -36,7 +38,7 @@ func (m *Manager) Stop(ctx context.Context, app, id string, req model.StopReques
 // not, and leaves the machine stopped.
 func (m *Manager) stopRunning(ctx context.Context, mc model.Machine, req model.StopRequest) error {
 	signal, timeout := m.stopParams(mc.Config, req)
-	if _, err := m.commit(mc.ID, setState(model.StateStopping)); err != nil {
+	if _, err := m.enter(mc.ID, model.StateStopping, nil); err != nil {
 		return err
 	}
 	m.fault("stop/after-commit-stopping", mc.ID)
@@ -56,11 +58,14 @@ func (m *Manager) stopRunning(ctx context.Context, mc model.Machine, req model.S
 		m.log.Warn("kill", "machine", mc.ID, "err", err)
 	}
 	m.fault("stop/after-kill", mc.ID)
-	details := map[string]any{"signal": signal, "exited_after_signal": exited}
+	details := &model.StopDetails{Signal: signal, ExitedAfterSignal: exited}
 	if exited {
-		details["exit_code"] = r.status.Code
+		details.ExitCode = &r.status.Code
 	}
-	_, err := m.commit(mc.ID, setState(model.StateStopped), event("stop", "stopped", model.SourceOf(ctx), details))
+	if _, err := m.syncVolumes(ctx, mc); err != nil {
+		details.Warnings = append(details.Warnings, "sync volumes: "+err.Error())
+	}
+	_, err := m.enter(mc.ID, model.StateStopped, nil, event(model.EventStop, "stopped", model.SourceOf(ctx), details))
 	if err == nil {
 		m.fault("stop/after-commit-stopped", mc.ID)
 	}
@@ -87,12 +92,14 @@ func (m *Manager) stopParams(cfg model.MachineConfig, req model.StopRequest) (st
 }
 
 // discardSuspended throws a suspended machine's snapshot away — the record
-// first, then the image — and moves the machine to state.
-func (m *Manager) discardSuspended(ctx context.Context, mc model.Machine, state model.State, op string) error {
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = state
-		return tx.DeleteSnapshot(mc.ID)
-	}, event(op, string(state), model.SourceOf(ctx), map[string]any{"snapshot_discarded": true}))
+// first, then the image — and leaves the machine stopped. op is the
+// operation that discards it: model.EventStop or model.EventUpdate.
+func (m *Manager) discardSuspended(ctx context.Context, mc model.Machine, op string) error {
+	var details model.EventDetails = &model.StopDetails{SnapshotDiscarded: true}
+	if op == model.EventUpdate {
+		details = &model.UpdateDetails{SnapshotDiscarded: true, PreviousState: mc.State}
+	}
+	_, err := m.enter(mc.ID, model.StateStopped, deleteSnapshot, event(op, string(model.StateStopped), model.SourceOf(ctx), details))
 	if err != nil {
 		return err
 	}
@@ -112,6 +119,7 @@ func (m *Manager) Destroy(ctx context.Context, app, id string, force bool) error
 		return err
 	}
 	defer end()
+	m.endRestarts(id) // the user's word overrides the restart policy's
 	switch {
 	case mc.State == model.StateDestroyed:
 		return nil
@@ -122,10 +130,7 @@ func (m *Manager) Destroy(ctx context.Context, app, id string, force bool) error
 }
 
 func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateDestroying
-		return tx.DeleteSnapshot(mc.ID)
-	})
+	_, err := m.enter(mc.ID, model.StateDestroying, deleteSnapshot)
 	if err != nil {
 		return err
 	}
@@ -135,6 +140,7 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 		return err
 	}
 	m.fault("destroy/after-kill", mc.ID)
+	m.syncVolumesLogged(ctx, mc)
 	m.closeConsole(mc.ID)
 	m.closeLog(mc.ID)
 	if m.cfg.GuestAPI != nil {
@@ -152,10 +158,18 @@ func (m *Manager) destroy(ctx context.Context, mc model.Machine) error {
 		return err
 	}
 	m.fault("destroy/after-remove", mc.ID)
-	_, err = m.commit(mc.ID, func(_ *store.Tx, rec *model.Machine) error {
-		rec.State, rec.PrivateIP = model.StateDestroyed, ""
-		return nil
-	}, event("destroy", "destroyed", model.SourceOf(ctx), nil))
+	// Its volumes are released (their data kept) and its ports let go with
+	// its destruction, once its sandbox is gone.
+	_, err = m.enter(mc.ID, model.StateDestroyed, func(tx *store.Tx, rec *model.Machine) error {
+		rec.PrivateIP = ""
+		if err := tx.DeleteLease(rec.ID); err != nil { // a destroyed machine has no lease to honour
+			return err
+		}
+		if err := releasePorts(tx, rec.App, rec.ID, nil); err != nil {
+			return err
+		}
+		return volume.Detach(tx, rec.App, rec.ID)
+	}, event(model.EventDestroy, "destroyed", model.SourceOf(ctx), nil))
 	if err == nil {
 		m.fault("destroy/after-commit-destroyed", mc.ID)
 	}

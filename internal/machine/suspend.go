@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/model"
-	"github.com/torpor-dev/torpor/internal/runtime"
 	"github.com/torpor-dev/torpor/internal/snapshot"
 	"github.com/torpor-dev/torpor/internal/store"
 )
@@ -44,15 +43,18 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 		Runtime:        m.rt.Name(),
 		RuntimeVersion: m.rt.Version(),
 		CreatedAt:      time.Now().UTC(),
+		// The root filesystem the sandbox runs on, which a restore needs
+		// again; its digest stays out of garbage collection with the record.
+		Image:       m.bootedImage(mc),
+		ImageDigest: mc.ImageRef.Digest,
 	}
 	snap.Dir = filepath.Join(m.snapshotsDir(mc.ID), snap.ID)
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateSuspending
-		return tx.PutSnapshot(snap)
-	})
+	_, err := m.enter(mc.ID, model.StateSuspending, putSnapshot(snap))
 	if err != nil {
 		return err
 	}
+	run, done := m.trackSuspend(mc.ID) // a start may cancel it (interrupt.go)
+	defer done()
 	m.fault("suspend/after-commit-suspending", mc.ID)
 	pre, err := m.preSuspend(ctx, mc)
 	if err != nil {
@@ -63,6 +65,9 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	ctx, cancel := detach(ctx)
 	defer cancel()
 	f := suspendFailure{mc: mc, snap: snap, pre: pre}
+	if run.cancelled() {
+		return m.cancelSuspend(ctx, f, phaseBeforeCheckpoint, true)
+	}
 	if err := os.MkdirAll(snap.Dir, 0o700); err != nil {
 		return m.failSuspend(ctx, f, "create snapshot directory", err, true)
 	}
@@ -77,42 +82,68 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	m.endRun(mc.ID) // the sandbox's exit is ours from here on
 	m.fault("suspend/before-checkpoint", mc.ID)
 	checkpointBegin := time.Now()
+	if run.cancelled() {
+		return m.cancelSuspend(ctx, f, phaseBeforeCheckpoint, false)
+	}
+	// From here a start waits for the suspend and resumes from its snapshot
+	// (interrupt.go says why the save cannot be abandoned).
 	if err := m.rt.Checkpoint(ctx, sandboxID(mc.ID), snap.Dir); err != nil {
 		return m.failSuspend(ctx, f, "checkpoint", err, m.stillRunning(ctx, mc.ID, r))
 	}
 	checkpointed := time.Since(checkpointBegin)
 	m.fault("suspend/after-checkpoint", mc.ID)
+	// While the image is sealed, the volumes are written to disk: the
+	// snapshot must not outlive the writes it remembers, and nothing writes
+	// any more (the checkpoint stopped the sandbox).
+	type synced struct {
+		took time.Duration
+		err  error
+	}
+	volSync := make(chan synced, 1)
+	go func() {
+		took, err := m.syncVolumes(ctx, mc)
+		volSync <- synced{took: took, err: err}
+	}()
 	sealBegin := time.Now()
-	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap))
+	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap, snap.Image))
 	if err == nil && m.cfg.SyncSnapshots {
 		err = snapshot.Flush(snap.Dir)
 	}
+	vs := <-volSync
 	if err != nil {
 		return m.failSuspend(ctx, f, "seal", err, false)
+	}
+	if vs.err != nil {
+		return m.failSuspend(ctx, f, stepSyncVolumes, vs.err, false)
 	}
 	sealed := time.Since(sealBegin)
 	m.fault("suspend/after-seal", mc.ID)
 	snap.State, snap.SizeBytes, snap.Checksum = model.SnapshotSealed, seal.SizeBytes, seal.Checksum()
-	details := map[string]any{
-		"snapshot_id": snap.ID, "size_bytes": snap.SizeBytes, "boot_generation": mc.BootGeneration,
-		"checkpoint_ms": checkpointed.Milliseconds(), "seal_ms": sealed.Milliseconds(),
-		"duration_ms": time.Since(begin).Milliseconds(),
+	details := &model.SuspendDetails{
+		SnapshotID: snap.ID, SizeBytes: snap.SizeBytes, BootGeneration: mc.BootGeneration,
+		CheckpointMS: checkpointed.Milliseconds(), SealMS: sealed.Milliseconds(), VolumesSyncMS: vs.took.Milliseconds(),
+		DurationMS: time.Since(begin).Milliseconds(), PreSuspend: pre.result(),
 	}
-	if pre != nil {
-		details[hookPreSuspend] = pre.details()
-	}
-	_, err = m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateSuspended
+	_, err = m.enter(mc.ID, model.StateSuspended, func(tx *store.Tx, rec *model.Machine) error {
+		if err := m.failure("store/commit-suspended", mc.ID); err != nil {
+			return err
+		}
 		return tx.PutSnapshot(snap)
-	}, event("suspend", "suspended", model.SourceOf(ctx), details))
-	if err == nil {
-		m.fault("suspend/after-commit-suspended", mc.ID)
+	}, event(model.EventSuspend, "suspended", model.SourceOf(ctx), details))
+	if err != nil {
+		// The sandbox is gone and the image sealed, but the machine is
+		// still recorded suspending: settle it now, as recovery would.
+		return m.repair(ctx, mc.ID, "record the suspend", err)
 	}
-	if err == nil && !m.cfg.SyncSnapshots {
+	m.fault("suspend/after-commit-suspended", mc.ID)
+	if !m.cfg.SyncSnapshots {
 		go m.flushSnapshot(snap.Dir)
 	}
-	return err
+	return nil
 }
+
+// stepSyncVolumes names the suspend step that writes the volumes to disk.
+const stepSyncVolumes = "sync volumes"
 
 // flushSnapshot flushes a sealed snapshot to disk after the suspend has been
 // reported (see Config.SyncSnapshots). A snapshot claimed or discarded in
@@ -126,7 +157,11 @@ func (m *Manager) flushSnapshot(dir string) {
 // stillRunning reports whether the sandbox of run r has not exited: its
 // supervisor has not seen it exit within a moment, and the runtime says it
 // runs (the supervisor may take longer than that moment to notice a
-// sandbox killed from outside).
+// sandbox killed from outside). When the runtime cannot tell (runsc missing
+// or failing), it is taken for running: a machine recorded stopped while
+// its sandbox runs on would be unsupervised (issue 17's F8), while one
+// recorded started whose sandbox is gone is stopped by its supervisor once
+// the runtime answers again.
 func (m *Manager) stillRunning(ctx context.Context, id string, r *run) bool {
 	if r == nil {
 		return false
@@ -136,8 +171,8 @@ func (m *Manager) stillRunning(ctx context.Context, id string, r *run) bool {
 		return false
 	case <-time.After(100 * time.Millisecond):
 	}
-	st, err := m.rt.State(ctx, sandboxID(id))
-	return err == nil && st == runtime.StatusRunning
+	alive, known := m.sandboxAlive(ctx, id)
+	return alive || !known
 }
 
 // suspendFailure is a suspend that failed after its pre_suspend hook (if
@@ -166,49 +201,53 @@ func (m *Manager) failSuspend(ctx context.Context, f suspendFailure, step string
 	}
 	joinFail := func(msg string, err error) error { return joinFailKind(kind, msg, err) }
 	m.log.Warn("suspend failed", "machine", mc.ID, "step", step, "err", cause)
+	details := &model.SuspendDetails{Error: msg, MachineState: model.StateStarted, PreSuspend: f.pre.result()}
 	if running {
-		m.supervise(mc.ID)
+		if m.currentRun(mc.ID) == nil { // else the freeze failed: its supervisor still watches it
+			m.supervise(mc.ID)
+		}
 		snapshot.Remove(snap.Dir)
-		details := map[string]any{"error": msg, "machine_state": "started"}
-		m.thaw(ctx, mc, details)
-		evs := m.afterFailedSuspend(ctx, f, details)
+		details.AppNotice = &model.AppNotice{}
+		m.thaw(ctx, mc, details.AppNotice)
+		evs := m.afterFailedSuspend(ctx, f, details.AppNotice)
 		return joinFail(msg, m.backToStarted(mc, details, evs))
 	}
-	restored := step == "seal" && m.restoreUnsealed(ctx, mc, snap.Dir) == nil
+	// The image is whole when only sealing it or syncing the volumes failed.
+	restored := (step == "seal" || step == stepSyncVolumes) && m.restoreUnsealed(ctx, mc, snap.Dir) == nil
 	snapshot.Remove(snap.Dir)
 	if restored {
-		details := map[string]any{"error": msg, "machine_state": "started",
-			"recovered": "restored from the unsealed image", "boot_generation": mc.BootGeneration}
-		if f.pre != nil {
-			details[hookPreSuspend] = f.pre.details()
-		}
-		evs := m.afterRestore(ctx, mc, snap, details)
+		details.Recovered, details.BootGeneration = "restored from the unsealed image", mc.BootGeneration
+		var evs []model.Event
+		details.AppNotice, evs = m.afterRestore(ctx, mc, snap)
 		return joinFail(msg, m.backToStarted(mc, details, evs))
 	}
-	m.commit(mc.ID, nil, event("suspend", "failed", model.SourceFlyd, map[string]any{"error": msg, "recovered": "cold start"}))
-	_, err := m.coldStart(ctx, mc, "")
+	m.commit(mc.ID, nil, event(model.EventSuspend, "failed", model.SourceFlyd,
+		&model.SuspendDetails{Error: msg, Recovered: "cold start", PreSuspend: f.pre.result()}))
+	_, err := m.coldStart(ctx, mc, nil)
 	return joinFail(msg, err)
 }
 
 // backToStarted records a failed suspend whose machine runs again.
-func (m *Manager) backToStarted(mc model.Machine, details map[string]any, evs []model.Event) error {
+func (m *Manager) backToStarted(mc model.Machine, details *model.SuspendDetails, evs []model.Event) error {
 	m.fault("suspend/failed-before-commit", mc.ID)
-	_, err := m.commit(mc.ID, func(tx *store.Tx, rec *model.Machine) error {
-		rec.State = model.StateStarted
-		return tx.DeleteSnapshot(mc.ID)
-	}, append([]model.Event{event("suspend", "failed", model.SourceFlyd, details)}, evs...)...)
+	_, err := m.enter(mc.ID, model.StateStarted, deleteSnapshot,
+		append([]model.Event{event(model.EventSuspend, "failed", model.SourceFlyd, details)}, evs...)...)
 	return err
+}
+
+// putSnapshot is a change that records the machine's snapshot s.
+func putSnapshot(s model.Snapshot) change {
+	return func(tx *store.Tx, _ *model.Machine) error { return tx.PutSnapshot(s) }
 }
 
 // afterFailedSuspend runs the post_resume hook of an app whose pre_suspend
 // hook ran but whose sandbox kept running: it was never checkpointed, so the
 // generation file and the resume signal stay as they are.
-func (m *Manager) afterFailedSuspend(ctx context.Context, f suspendFailure, details map[string]any) []model.Event {
+func (m *Manager) afterFailedSuspend(ctx context.Context, f suspendFailure, notice *model.AppNotice) []model.Event {
 	if f.pre == nil {
 		return nil
 	}
-	details[hookPreSuspend] = f.pre.details()
-	return m.postResume(ctx, f.mc, details)
+	return m.postResume(ctx, f.mc, notice)
 }
 
 // restoreUnsealed brings a just-checkpointed sandbox straight back from the

@@ -11,7 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torpor-dev/torpor/internal/checks"
+	"github.com/torpor-dev/torpor/internal/identifiers"
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/volume"
 )
 
 // Defaults and bounds of a machine's size.
@@ -29,7 +32,6 @@ const (
 
 var (
 	envKeyRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,255}$`)
-	regionRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	imageNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$`)
 )
 
@@ -39,6 +41,12 @@ func invalid(format string, args ...any) error {
 
 // normalize fills in defaults and checks cfg, naming the field and the rule on error.
 func (m *Manager) normalize(cfg *model.MachineConfig) error {
+	if err := applySize(cfg); err != nil {
+		return err
+	}
+	if err := canonicalSwap(cfg); err != nil {
+		return err
+	}
 	if cfg.Guest.CPUs == 0 {
 		cfg.Guest.CPUs = defaultCPUs
 	}
@@ -50,8 +58,8 @@ func (m *Manager) normalize(cfg *model.MachineConfig) error {
 	}
 	canonical(cfg)
 	checks := []func(*model.MachineConfig) error{
-		checkGuest, checkInit, checkEnv, checkRestart, checkSchedule, checkServices, checkStopConfig, checkHooks,
-		checkGPUSuspend, m.checkImage, m.checkAutosuspend,
+		checkGuest, checkInit, checkEnv, checkRestart, checkSchedule, checkServices, checks.Normalize, checkMounts,
+		checkStopConfig, checkHooks, checkGPUSuspend, m.checkImage, m.checkAutosuspend, checkConfigBytes, m.checkSize,
 	}
 	for _, check := range checks {
 		if err := check(cfg); err != nil {
@@ -70,8 +78,8 @@ func checkGuest(cfg *model.MachineConfig) error {
 		return invalid("config.guest.memory_mb must be between %d and %d, got %d", minMemoryMB, maxMemoryMB, g.MemoryMB)
 	case g.GPUs < 0 || g.GPUs > maxGPUs:
 		return invalid("config.guest.gpus must be between 0 and %d, got %d", maxGPUs, g.GPUs)
-	case cfg.SwapSizeMB < 0 || cfg.SwapSizeMB > maxSwapMB:
-		return invalid("config.swap_size_mb must be between 0 and %d, got %d", maxSwapMB, cfg.SwapSizeMB)
+	case swapMB(cfg) < 0 || swapMB(cfg) > maxSwapMB:
+		return invalid("config.init.swap_size_mb must be between 0 and %d, got %d", maxSwapMB, swapMB(cfg))
 	case g.CPUKind != "shared" && g.CPUKind != "performance":
 		return invalid("config.guest.cpu_kind must be \"shared\" or \"performance\", got %q", g.CPUKind)
 	case len(g.GPUKind) > 64 || !printable(g.GPUKind):
@@ -80,12 +88,10 @@ func checkGuest(cfg *model.MachineConfig) error {
 	return nil
 }
 
+// checkInit checks init's fields; whether the machine has a command at all
+// depends on its image (checkCommand, once the image is resolved).
 func checkInit(cfg *model.MachineConfig) error {
-	cmd := command(cfg)
-	if len(cmd) == 0 {
-		return invalid("config.init: set exec, or entrypoint and/or cmd (a root filesystem directory has no default command)")
-	}
-	if cmd[0] == "" {
+	if cmd := processArgs(cfg, nil); len(cmd) > 0 && cmd[0] == "" {
 		return invalid("config.init: the command's first word (the program) must not be empty")
 	}
 	for _, f := range []struct {
@@ -115,14 +121,6 @@ func checkArgs(field string, args []string) error {
 // printable reports whether s has no control characters.
 func printable(s string) bool {
 	return !strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 || c == 0x7f })
-}
-
-// command is the process a config runs: init.exec, else entrypoint + cmd.
-func command(cfg *model.MachineConfig) []string {
-	if len(cfg.Init.Exec) > 0 {
-		return cfg.Init.Exec
-	}
-	return append(append([]string{}, cfg.Init.Entrypoint...), cfg.Init.Cmd...)
 }
 
 func checkEnv(cfg *model.MachineConfig) error {
@@ -225,7 +223,17 @@ func canonicalSignal(s string) string {
 	return name
 }
 
+// checkMounts checks config.mounts on their own; whether the volumes exist
+// and are free is checked when the machine takes them (volume.Attach).
+func checkMounts(cfg *model.MachineConfig) error { return volume.CheckMounts(cfg.Mounts) }
+
 func checkServices(cfg *model.MachineConfig) error {
+	if len(cfg.Services) > maxServices {
+		return invalid("config.services may have at most %d entries, got %d", maxServices, len(cfg.Services))
+	}
+	if n := len(cfg.HostPorts()); n > maxHostPorts {
+		return invalid("config.services may publish at most %d host ports, got %d", maxHostPorts, n)
+	}
 	for i, s := range cfg.Services {
 		field := fmt.Sprintf("config.services[%d]", i)
 		if s.InternalPort < 1 || s.InternalPort > 65535 {
@@ -253,6 +261,14 @@ func checkServices(cfg *model.MachineConfig) error {
 
 // maxMinRunning bounds services[].min_machines_running.
 const maxMinRunning = 1000
+
+// Bounds on what one config makes the proxy publish (issue 17, F12: one
+// machine with 1,000 services bound 1,000 host ports). An app's machines
+// together are bounded by Config.MaxPortsPerApp (ports.go).
+const (
+	maxServices  = 32
+	maxHostPorts = 16
+)
 
 // handlers are the port handlers Fly knows; the proxy acts on "http".
 var handlers = []string{"http", "tls", "pg_tls", "proxy_proto", "edge_http"}
@@ -375,12 +391,6 @@ func checkGPUSuspend(cfg *model.MachineConfig) error {
 	return nil
 }
 
-// checkImage resolves the image to a root filesystem directory.
-func (m *Manager) checkImage(cfg *model.MachineConfig) error {
-	_, err := m.rootfs(cfg.Image)
-	return err
-}
-
 // rootfs resolves an image to a root filesystem directory. A name is looked
 // up under ImagesDir and must stay there once symlinks are followed. An
 // absolute path is used as is, but it may not expose the daemon's own state:
@@ -388,7 +398,7 @@ func (m *Manager) checkImage(cfg *model.MachineConfig) error {
 // ImagesDir excepted) or contain one (as "/" does).
 func (m *Manager) rootfs(image string) (string, error) {
 	if image == "" {
-		return "", invalid("config.image is required (a root filesystem directory or an image name under the images directory)")
+		return "", invalid("config.image is required: an image reference (name[:tag][@digest]), or for the admin a root filesystem directory")
 	}
 	if strings.ContainsRune(image, 0) || len(image) > 4096 {
 		return "", invalid("config.image must be at most 4096 bytes without NUL bytes")
@@ -476,19 +486,33 @@ func within(path, dir string) bool {
 
 // checkCreate checks what a create request has besides its config.
 func checkCreate(req *model.CreateMachineRequest) error {
-	if req.Region != "" && !regionRe.MatchString(req.Region) {
-		return invalid("region %q must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit", req.Region)
+	if err := identifiers.Region("region", req.Region); err != nil {
+		return err
+	}
+	if err := checkLeaseTTL("lease_ttl", req.LeaseTTL); err != nil {
+		return err
+	}
+	return checkName(req.Name)
+}
+
+// checkUpdate checks what an update request has besides its config.
+func checkUpdate(req *model.UpdateMachineRequest) error {
+	if err := identifiers.Region("region", req.Region); err != nil {
+		return err
+	}
+	if err := checkLeaseTTL("lease_ttl", req.LeaseTTL); err != nil {
+		return err
+	}
+	if req.CurrentVersion != "" {
+		if err := identifiers.Version("current_version", req.CurrentVersion); err != nil {
+			return err
+		}
 	}
 	return checkName(req.Name)
 }
 
 // checkName checks a machine name ("" means generated or unchanged).
-func checkName(name string) error {
-	if name != "" && !machineNameRe.MatchString(name) {
-		return invalid("name %q must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit", name)
-	}
-	return nil
-}
+func checkName(name string) error { return identifiers.MachineName("name", name) }
 
 // canonical drops empty lists and maps, which JSON cannot tell from absent
 // ones, so that a stored config reads back equal to itself.
@@ -503,6 +527,7 @@ func canonical(cfg *model.MachineConfig) {
 		cfg.Metadata = nil
 	}
 	cfg.Services = nilIfEmpty(cfg.Services)
+	cfg.Mounts = nilIfEmpty(cfg.Mounts)
 	for i := range cfg.Services {
 		s := &cfg.Services[i]
 		s.Ports = nilIfEmpty(s.Ports)
@@ -524,8 +549,8 @@ func (m *Manager) suspendIneligible(cfg *model.MachineConfig) string {
 	switch {
 	case cfg.Guest.MemoryMB > m.cfg.SuspendMemoryLimitMB:
 		return fmt.Sprintf("guest.memory_mb is %d, over the suspend limit of %d MB", cfg.Guest.MemoryMB, m.cfg.SuspendMemoryLimitMB)
-	case cfg.SwapSizeMB > 0:
-		return fmt.Sprintf("swap_size_mb is %d; machines with swap cannot be suspended", cfg.SwapSizeMB)
+	case swapMB(cfg) > 0:
+		return fmt.Sprintf("init.swap_size_mb is %d; machines with swap cannot be suspended", swapMB(cfg))
 	case cfg.Schedule != "":
 		return fmt.Sprintf("schedule is %q; scheduled machines cannot be suspended", cfg.Schedule)
 	case cfg.Guest.GPUs > 0 && cfg.Guest.GPUSuspend != model.GPUSuspendHostMemory:
@@ -547,4 +572,80 @@ func (m *Manager) checkAutosuspend(cfg *model.MachineConfig) error {
 		}
 	}
 	return nil
+}
+
+// sizePresets are Fly's machine sizes (config.size, guest presets): CPU
+// kind, CPUs and memory, and GPUs for the GPU sizes.
+var sizePresets = func() map[string]model.Guest {
+	p := map[string]model.Guest{}
+	for _, n := range []int{1, 2, 4, 6, 8} {
+		p[fmt.Sprintf("shared-cpu-%dx", n)] = model.Guest{CPUKind: "shared", CPUs: n, MemoryMB: 256 * n}
+	}
+	for _, n := range []int{1, 2, 4, 6, 8, 10, 12, 14, 16} {
+		p[fmt.Sprintf("performance-%dx", n)] = model.Guest{CPUKind: "performance", CPUs: n, MemoryMB: 2048 * n}
+	}
+	for size, kind := range map[string]string{"a100-40gb": "a100-pcie-40gb", "a100-80gb": "a100-sxm4-80gb", "l40s": "l40s", "a10": "a10"} {
+		p[size] = model.Guest{CPUKind: "performance", CPUs: 8, MemoryMB: 32768, GPUs: 1, GPUKind: kind}
+	}
+	return p
+}()
+
+// applySize fills in the guest fields cfg leaves unset from config.size,
+// Fly's deprecated preset name.
+func applySize(cfg *model.MachineConfig) error {
+	if cfg.Size == "" {
+		return nil
+	}
+	p, ok := sizePresets[cfg.Size]
+	if !ok {
+		names := make([]string, 0, len(sizePresets))
+		for n := range sizePresets {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return invalid("config.size %q is not one of Fly's sizes: %s", cfg.Size, strings.Join(names, ", "))
+	}
+	g := &cfg.Guest
+	if g.CPUKind == "" {
+		g.CPUKind = p.CPUKind
+	}
+	if g.CPUs == 0 {
+		g.CPUs = p.CPUs
+	}
+	if g.MemoryMB == 0 {
+		g.MemoryMB = p.MemoryMB
+	}
+	if g.GPUs == 0 && g.GPUKind == "" {
+		g.GPUs, g.GPUKind = p.GPUs, p.GPUKind
+	}
+	return nil
+}
+
+// canonicalSwap moves torpor's config.swap_size_mb to Fly's
+// init.swap_size_mb, where the config keeps it.
+func canonicalSwap(cfg *model.MachineConfig) error {
+	top := cfg.SwapSizeMB
+	if top < 0 || top > maxSwapMB {
+		return invalid("config.swap_size_mb must be between 0 and %d, got %d", maxSwapMB, top)
+	}
+	cfg.SwapSizeMB = 0
+	switch init := cfg.Init.SwapSizeMB; {
+	case top == 0:
+	case init == nil:
+		cfg.Init.SwapSizeMB = &top
+	case *init != top:
+		return invalid("config.swap_size_mb (%d) and config.init.swap_size_mb (%d) differ: give one", top, *init)
+	}
+	if p := cfg.Init.SwapSizeMB; p != nil && *p == 0 {
+		cfg.Init.SwapSizeMB = nil
+	}
+	return nil
+}
+
+// swapMB is the machine's swap size.
+func swapMB(cfg *model.MachineConfig) int {
+	if cfg.Init.SwapSizeMB == nil {
+		return 0
+	}
+	return *cfg.Init.SwapSizeMB
 }

@@ -10,21 +10,44 @@ import (
 )
 
 // MachineConfig is a machine's desired configuration (Fly's "config").
+//
+// Fields that Fly's API does not have are tagged `torpor:"extension"`: a
+// client built on Fly's types drops them when it reads a machine, so an
+// update that does not give them keeps them (KeepExtensions), and they are
+// always written out, null or empty included, so that torpor's own clients
+// send them back. Names of Fly's API that torpor accepts without acting on
+// them (flyNames) are kept in FlyOnly and written back where they were.
 type MachineConfig struct {
-	Image       string            `json:"image"`
-	Init        InitConfig        `json:"init,omitempty"`
-	Env         map[string]string `json:"env,omitempty"`
-	Guest       Guest             `json:"guest,omitempty"`
-	Services    []Service         `json:"services,omitempty"`
-	Restart     *RestartPolicy    `json:"restart,omitempty"`
-	Schedule    string            `json:"schedule,omitempty"`
-	SwapSizeMB  int               `json:"swap_size_mb,omitempty"`
+	Image    string            `json:"image"`
+	Init     InitConfig        `json:"init,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+	Guest    Guest             `json:"guest,omitempty"`
+	Services []Service         `json:"services,omitempty"`
+	Restart  *RestartPolicy    `json:"restart,omitempty"`
+	Schedule string            `json:"schedule,omitempty"`
+	// SwapSizeMB is torpor's (and fly.toml's) spelling of
+	// init.swap_size_mb; the config is stored with the latter.
+	SwapSizeMB  int               `json:"swap_size_mb,omitempty" torpor:"extension"`
 	AutoDestroy bool              `json:"auto_destroy,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	StopConfig  *StopConfig       `json:"stop_config,omitempty"`
+	// Size is Fly's deprecated preset name ("shared-cpu-1x"); it fills in
+	// the guest fields the config leaves unset.
+	Size string `json:"size,omitempty"`
+	// Mounts put volumes of the machine's app in the machine (volume.go).
+	Mounts []Mount `json:"mounts,omitempty"`
+	// Checks are the machine's health checks, by name (checks.go); unlike
+	// services[].checks they do not decide routing.
+	Checks map[string]Check `json:"checks,omitempty"`
 	// Hooks is a torpor extension: commands run inside the machine around
 	// suspend and resume (docs/app-authors.md).
-	Hooks *Hooks `json:"hooks,omitempty"`
+	Hooks *Hooks `json:"hooks,omitempty" torpor:"extension"`
+
+	// FlyOnly holds the values of names of Fly's API that torpor accepts
+	// without acting on them (flyNames), by JSON pointer relative to the
+	// config ("/dns", "/services/0/checks"), so that the config reads back
+	// as it was given.
+	FlyOnly map[string]json.RawMessage `json:"-"`
 }
 
 // InitConfig says what process the machine runs.
@@ -32,7 +55,10 @@ type InitConfig struct {
 	Exec       []string `json:"exec,omitempty"`
 	Entrypoint []string `json:"entrypoint,omitempty"`
 	Cmd        []string `json:"cmd,omitempty"`
-	Workdir    string   `json:"workdir,omitempty"` // torpor extension; Fly takes it from the image
+	// SwapSizeMB is Fly's place for the machine's swap size.
+	SwapSizeMB *int `json:"swap_size_mb,omitempty"`
+	// Workdir is a torpor extension; Fly takes it from the image.
+	Workdir string `json:"workdir,omitempty" torpor:"extension"`
 }
 
 // Guest is the machine's size.
@@ -46,7 +72,7 @@ type Guest struct {
 	// suspended. Unset, it cannot be (GPU state is not in a snapshot);
 	// "host-memory" lets it be, the app moving its device state to host
 	// memory in hooks.pre_suspend and back in hooks.post_resume (docs/gpu.md).
-	GPUSuspend string `json:"gpu_suspend,omitempty"`
+	GPUSuspend string `json:"gpu_suspend,omitempty" torpor:"extension"`
 }
 
 // GPUSuspendHostMemory is the guest.gpu_suspend value that makes a machine
@@ -63,6 +89,8 @@ type Service struct {
 	Autostart          *bool        `json:"autostart,omitempty"`
 	MinMachinesRunning *int         `json:"min_machines_running,omitempty"`
 	Concurrency        *Concurrency `json:"concurrency,omitempty"`
+	// Checks must pass for the proxy to route to the machine.
+	Checks []Check `json:"checks,omitempty"`
 }
 
 // Port is a public port of a service.
@@ -123,6 +151,18 @@ const (
 	AutostopStop    Autostop = "stop"
 	AutostopSuspend Autostop = "suspend"
 )
+
+// MarshalJSON writes "off" and "stop" as Fly answers them, false and true
+// (older Fly clients read a boolean), and "suspend" as a string.
+func (a Autostop) MarshalJSON() ([]byte, error) {
+	switch a {
+	case AutostopOff:
+		return []byte("false"), nil
+	case AutostopStop:
+		return []byte("true"), nil
+	}
+	return json.Marshal(string(a))
+}
 
 // UnmarshalJSON accepts "off", "stop", "suspend", true and false.
 func (a *Autostop) UnmarshalJSON(b []byte) error {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,33 +12,76 @@ import (
 // ErrEmptyBody is returned by DecodeJSON when the input holds no JSON value.
 var ErrEmptyBody = errors.New("request body is empty")
 
-// DecodeJSON decodes exactly one JSON value from r into v, strictly: unknown
-// object fields and any data after the value are refused. A JSON problem is a
-// KindInvalid *Error that names the field and the rule; an empty input is
-// ErrEmptyBody; an error of r itself (such as *http.MaxBytesError) is returned
-// as is, so that the caller can tell a body too large from a bad one.
+// Decoded is what DecodeRequest learnt of a body besides its value. Request
+// types that embed it get it filled in.
+type Decoded struct {
+	// NotActedOn lists the names of Fly's API the body gave a value to that
+	// torpor accepted without acting on them (see flyNames).
+	NotActedOn []NotActedOn `json:"-"`
+	// Given holds the JSON pointers, relative to the body's config, of the
+	// torpor extensions the body gave (null included): an update keeps
+	// the others (MachineConfig.KeepExtensions). Nil when the request was
+	// not decoded from JSON.
+	Given map[string]bool `json:"-"`
+}
+
+func (d *Decoded) setDecoded(v Decoded) { *d = v }
+
+// DecodeJSON decodes exactly one JSON value from r into v, strictly: object
+// names that are neither fields of v's type nor names of Fly's API torpor
+// accepts (flyNames) are refused, and so is any data after the value. A
+// JSON problem is a KindInvalid *Error that names the field and the rule;
+// an empty input is ErrEmptyBody; an error of r itself (such as
+// *http.MaxBytesError) is returned as is, so that the caller can tell a
+// body too large from a bad one.
 func DecodeJSON(r io.Reader, v any) error {
+	_, err := DecodeRequest(r, v)
+	return err
+}
+
+// DecodeRequest is DecodeJSON that also returns what it learnt of the body
+// (and stores it in v when v's type embeds Decoded).
+func DecodeRequest(r io.Reader, v any) (Decoded, error) {
 	src := &readErrs{r: r}
-	dec := json.NewDecoder(src)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	data, _ := io.ReadAll(src)
 	if src.err != nil {
-		return src.err
+		return Decoded{}, src.err
 	}
-	if errors.Is(err, io.EOF) {
-		return ErrEmptyBody
+	if len(bytes.TrimSpace(data)) == 0 {
+		return Decoded{}, ErrEmptyBody
 	}
-	if err != nil {
-		return jsonError(err)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return Decoded{}, jsonError(err)
 	}
-	_, err = dec.Token()
-	if src.err != nil {
-		return src.err
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Decoded{}, Errorf(KindInvalid, "invalid JSON body: unexpected data after the JSON value (at byte %d)", dec.InputOffset())
 	}
-	if !errors.Is(err, io.EOF) {
-		return Errorf(KindInvalid, "invalid JSON body: unexpected data after the JSON value (at byte %d)", dec.InputOffset())
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer {
+		return Decoded{}, Errorf(KindInternal, "DecodeJSON needs a pointer, not %T", v)
 	}
-	return nil
+	w := &schemaWalk{scope: scopes[t.Elem()], given: map[string]bool{}}
+	if t.Elem() == reflect.TypeFor[MachineConfig]() {
+		// A config alone (a file the CLI reads): the names of a machine
+		// request's config.
+		w.scope = scopeMachine
+		if err := w.walk(tree, t.Elem(), "", "config", configPointer); err != nil {
+			return Decoded{}, err
+		}
+	} else if err := w.walk(tree, t.Elem(), "", "", ""); err != nil {
+		return Decoded{}, err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return Decoded{}, jsonError(err)
+	}
+	d := Decoded{NotActedOn: w.notActedOn(), Given: w.given}
+	if s, ok := v.(interface{ setDecoded(Decoded) }); ok {
+		s.setDecoded(d)
+	}
+	return d, nil
 }
 
 // readErrs remembers the first error of its reader other than io.EOF.
@@ -75,15 +119,14 @@ func jsonError(err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return Errorf(KindInvalid, "invalid JSON body: unexpected end of input")
 	}
-	// Unknown fields ("json: unknown field \"x\"") and errors of the custom
-	// unmarshalers (durations, autostop) carry a useful message as is.
+	// Errors of the custom unmarshalers carry a useful message as is.
 	return Errorf(KindInvalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 // hasRule reports whether t is one of the types whose unmarshalers report
 // their rule in UnmarshalTypeError.Value (see ruleError).
 func hasRule(t reflect.Type) bool {
-	return t == reflect.TypeFor[Duration]() || t == reflect.TypeFor[Autostop]()
+	return t == reflect.TypeFor[Duration]() || t == reflect.TypeFor[Autostop]() || t == reflect.TypeFor[Signal]()
 }
 
 // jsonKind names t the way a JSON author thinks of it.

@@ -25,6 +25,15 @@ type Snapshot struct {
 	Dir            string        `json:"dir"`
 	SizeBytes      int64         `json:"size_bytes"`
 	Checksum       string        `json:"checksum"`
-	CreatedAt      time.Time     `json:"created_at"`
-	ClaimedAt      time.Time     `json:"claimed_at,omitempty"`
+	// Image identifies the root filesystem the snapshot was taken on (see
+	// snapshot.Seal.Image); ImageDigest is its OCI manifest digest, if any,
+	// which garbage collection keeps while the record exists.
+	Image       string    `json:"image,omitempty"`
+	ImageDigest string    `json:"image_digest,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	ClaimedAt   time.Time `json:"claimed_at,omitempty"`
+	// Reason, when set, says why the snapshot cannot be restored although
+	// the machine is suspended: its image was left behind when the machine
+	// moved to this host (the next start is a cold start that gives it).
+	Reason string `json:"reason,omitempty"`
 }

@@ -43,14 +43,23 @@ func bridgeName(subnet netip.Prefix) string {
 	return fmt.Sprintf("%s%02x%02x%02x", bridgePrefix, a[0], a[1], a[2])
 }
 
-// vethName is the name of the host side of a machine's veth pair.
-func vethName(machineID string) string {
-	sum := sha256.Sum256([]byte(machineID))
+// vethName is the name of the host side of a machine's veth pair, for the
+// daemon instance (see Config.Instance; "" for the names of a single daemon).
+func vethName(instance, machineID string) string {
+	key := machineID
+	if instance != "" {
+		key = instance + "/" + machineID
+	}
+	sum := sha256.Sum256([]byte(key))
 	return vethPrefix + hex.EncodeToString(sum[:5])
 }
 
-// netnsName is the name of a machine's network namespace.
-func netnsName(machineID string) string {
+// netnsName is the name of a machine's network namespace, for the daemon
+// instance (see vethName).
+func netnsName(instance, machineID string) string {
+	if instance != "" {
+		return netnsPrefix + instance + "-" + machineID
+	}
 	return netnsPrefix + machineID
 }
 

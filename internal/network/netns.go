@@ -36,6 +36,28 @@ func onThread(fn func() error) error {
 	return <-errc
 }
 
+// openHostNetns opens the namespace at path, or when path is "" the
+// calling thread's own, which is the daemon's: a thread that enters another
+// namespace stays locked to its goroutine until it is back (onThread), so
+// any unlocked thread is in the daemon's namespace. (/proc/self/ns/net is
+// the main thread's, which a goroutine locked to it could have moved.)
+func openHostNetns(path string) (netns.NsHandle, error) {
+	if path != "" {
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			return ns, fmt.Errorf("open host netns %s: %w", path, err)
+		}
+		return ns, nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ns, err := netns.Get()
+	if err != nil {
+		return ns, fmt.Errorf("open the daemon's netns: %w", err)
+	}
+	return ns, nil
+}
+
 // inNetns runs fn on a fresh OS thread switched into ns (see onThread).
 func inNetns(ns netns.NsHandle, fn func() error) error {
 	return onThread(func() error {

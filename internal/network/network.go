@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -59,6 +60,11 @@ type Config struct {
 	// host ends of the veth pairs. Empty means the daemon's own namespace;
 	// tests use it to work in a throw-away namespace.
 	HostNetns string
+	// Instance, if set, names this daemon's veths and namespaces apart from
+	// those of other daemons on the same host (several hosts of a cluster
+	// on one machine, as in its tests). Machines allocated before keep
+	// their names.
+	Instance string
 	// Logger receives warnings (e.g. IP forwarding enabled on the host).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -163,12 +169,8 @@ func (m *Manager) open() error {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("state dir %s is in use by another manager: %w", m.cfg.StateDir, err)
 	}
-	hostPath := m.cfg.HostNetns
-	if hostPath == "" {
-		hostPath = "/proc/self/ns/net"
-	}
-	if m.hostNS, err = netns.GetFromPath(hostPath); err != nil {
-		return fmt.Errorf("open host netns %s: %w", hostPath, err)
+	if m.hostNS, err = openHostNetns(m.cfg.HostNetns); err != nil {
+		return err
 	}
 	if m.host, err = netlink.NewHandleAt(m.hostNS); err != nil {
 		return fmt.Errorf("netlink handle in host netns: %w", err)
@@ -238,36 +240,43 @@ func (m *Manager) Close() error {
 // Attach gives machineID of app its network, creating or repairing whatever
 // is missing: address allocation (persisted), app bridge, namespace, veth
 // pair, and eth0's address and default route, which it always re-applies.
-// Call it before every sandbox create or restore.
+// Call it before every sandbox create or restore, never for a running
+// sandbox: Adopt is for those.
 func (m *Manager) Attach(ctx context.Context, app, machineID string) (Attachment, error) {
-	a, err := m.attach(ctx, app, machineID)
-	if err != nil {
-		return Attachment{}, fmt.Errorf("network: attach %s: %w", machineID, err)
-	}
-	return a, nil
+	return m.locked(ctx, "attach", app, machineID, func() (Attachment, error) {
+		ms, err := m.allocate(app, machineID)
+		if err != nil {
+			return Attachment{}, err
+		}
+		a := m.attachment(machineID, ms)
+		return a, m.wire(a)
+	})
 }
 
-func (m *Manager) attach(ctx context.Context, app, machineID string) (Attachment, error) {
-	if err := validApp(app); err != nil {
-		return Attachment{}, err
-	}
-	if err := validMachineID(machineID); err != nil {
-		return Attachment{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return Attachment{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return Attachment{}, ErrClosed
-	}
-	ms, err := m.allocate(app, machineID)
+// locked checks app and machineID, then runs fn under m.mu unless ctx has
+// ended or the manager is closed; errors name op and the machine.
+func (m *Manager) locked(ctx context.Context, op, app, machineID string, fn func() (Attachment, error)) (Attachment, error) {
+	a, err := func() (Attachment, error) {
+		if err := validApp(app); err != nil {
+			return Attachment{}, err
+		}
+		if err := validMachineID(machineID); err != nil {
+			return Attachment{}, err
+		}
+		if err := ctx.Err(); err != nil {
+			return Attachment{}, err
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.closed {
+			return Attachment{}, ErrClosed
+		}
+		return fn()
+	}()
 	if err != nil {
-		return Attachment{}, err
+		return Attachment{}, fmt.Errorf("network: %s %s: %w", op, machineID, err)
 	}
-	a := m.attachment(machineID, ms)
-	return a, m.wire(a)
+	return a, nil
 }
 
 // allocate returns machineID's allocation, creating (and persisting) the
@@ -298,7 +307,7 @@ func (m *Manager) allocate(app, machineID string) (machineState, error) {
 		if err != nil {
 			return err
 		}
-		ms = machineState{App: app, IP: ip}
+		ms = machineState{App: app, IP: ip, Instance: m.cfg.Instance}
 		next.Machines[machineID] = ms
 		return nil
 	})
@@ -344,27 +353,20 @@ func (m *Manager) attachment(machineID string, ms machineState) Attachment {
 	return Attachment{
 		MachineID: machineID,
 		App:       ms.App,
-		NSPath:    filepath.Join(m.cfg.NetnsDir, netnsName(machineID)),
+		NSPath:    filepath.Join(m.cfg.NetnsDir, netnsName(ms.Instance, machineID)),
 		IP:        ms.IP,
 		Prefix:    netip.PrefixFrom(ms.IP, subnet.Bits()),
 		Gateway:   gatewayOf(subnet),
 		Bridge:    bridgeName(subnet),
-		HostVeth:  vethName(machineID),
+		HostVeth:  vethName(ms.Instance, machineID),
 		MAC:       macFor(ms.IP),
 	}
 }
 
 // wire creates or repairs the kernel objects of a.
 func (m *Manager) wire(a Attachment) error {
-	subnet := a.Prefix.Masked()
-	br, err := ensureBridge(m.host, subnet)
+	br, err := m.wireBridge(a.Prefix.Masked())
 	if err != nil {
-		return err
-	}
-	if err := ensureIsolationRule(m.host, br.Attrs().Name, m.cfg.Range, m.cfg.Isolate); err != nil {
-		return err
-	}
-	if err := ensureFirewall(m.nft, br.Attrs().Name, m.cfg.Firewall); err != nil {
 		return err
 	}
 	created, err := ensureNetns(a.NSPath)
@@ -374,21 +376,125 @@ func (m *Manager) wire(a Attachment) error {
 	if created {
 		m.log.Debug("network: created netns", "machine", a.MachineID, "path", a.NSPath)
 	}
-	ns, err := netns.GetFromPath(a.NSPath)
+	ns, nsh, closeNS, err := openNS(a.NSPath)
 	if err != nil {
-		return fmt.Errorf("open netns %s: %w", a.NSPath, err)
+		return err
 	}
-	defer ns.Close()
-	nsh, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink handle in %s: %w", a.NSPath, err)
-	}
-	defer nsh.Close()
+	defer closeNS()
 	eth0, err := ensureVeth(m.host, nsh, ns, a.HostVeth, br, a.MAC)
 	if err != nil {
 		return err
 	}
 	return configureMachine(nsh, eth0, a.Prefix, a.Gateway)
+}
+
+// Adopt repairs the host side of the network of machineID, whose sandbox is
+// already running (a restarted daemon adopting it): the app bridge, its
+// isolation rule and firewall table, and the host end of the veth pair as a
+// port of the bridge, up. It leaves everything inside the machine's
+// namespace alone: runsc --network=sandbox moved eth0's address and routes
+// into gVisor's netstack when the sandbox started, and putting the address
+// back on the kernel's eth0 makes the namespace's kernel answer every SYN
+// with a RST (DESIGN.md). It fails if the machine has no allocation, its
+// namespace is gone or its veth pair is broken: recreating them would not
+// reach a sandbox that is bound to the old ones.
+func (m *Manager) Adopt(ctx context.Context, app, machineID string) (Attachment, error) {
+	return m.locked(ctx, "adopt", app, machineID, func() (Attachment, error) {
+		ms, ok := m.st.Machines[machineID]
+		switch {
+		case !ok:
+			return Attachment{}, fmt.Errorf("%w: %s has no address allocation to adopt", ErrInvalid, machineID)
+		case ms.App != app:
+			return Attachment{}, fmt.Errorf("%w: %s belongs to %q, not %q", ErrOtherApp, machineID, ms.App, app)
+		}
+		a := m.attachment(machineID, ms)
+		return a, m.wireHost(a)
+	})
+}
+
+// openNS opens the network namespace at path and a netlink handle in it;
+// closeNS releases both.
+func openNS(path string) (ns netns.NsHandle, nsh *netlink.Handle, closeNS func(), err error) {
+	if ns, err = netns.GetFromPath(path); err != nil {
+		return ns, nil, nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	if nsh, err = netlink.NewHandleAt(ns); err != nil {
+		ns.Close()
+		return ns, nil, nil, fmt.Errorf("netlink handle in %s: %w", path, err)
+	}
+	return ns, nsh, func() { nsh.Close(); ns.Close() }, nil
+}
+
+// adoptLookFor is how long Adopt keeps looking at a veth pair that seems
+// broken before it gives it up.
+const adoptLookFor = 2 * time.Second
+
+// describeLink says what a lookup found, for the error of a broken pair.
+func describeLink(l netlink.Link) string {
+	if l == nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%s %s index %d peer %d", l.Attrs().Name, l.Type(), l.Attrs().Index, l.Attrs().ParentIndex)
+}
+
+// wireHost repairs the host-side objects of a running machine's network
+// (see Adopt).
+func (m *Manager) wireHost(a Attachment) error {
+	br, err := m.wireBridge(a.Prefix.Masked())
+	if err != nil {
+		return err
+	}
+	if ok, err := isNetns(a.NSPath); err != nil || !ok {
+		return errors.Join(err, fmt.Errorf("namespace %s is gone", a.NSPath))
+	}
+	_, nsh, closeNS, err := openNS(a.NSPath)
+	if err != nil {
+		return err
+	}
+	defer closeNS()
+	// A pair that looks broken is looked at again for a moment before it is
+	// given up (and its machine stopped): once, on a loaded host, a machine
+	// adopted by a daemon restarted 0.4 s after its start found a side of
+	// its pair missing, then whole on a second look in the same test.
+	var host, eth0 netlink.Link
+	deadline := time.Now().Add(adoptLookFor)
+	for {
+		if host, err = linkByName(m.host, a.HostVeth); err != nil {
+			return err
+		}
+		if eth0, err = linkByName(nsh, ifaceName); err != nil {
+			return err
+		}
+		if vethPeers(host, eth0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("veth pair %s ⇄ %s is broken (%s; %s)", a.HostVeth, ifaceName, describeLink(host), describeLink(eth0))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		if err := m.host.LinkSetMasterByIndex(host, br.Attrs().Index); err != nil {
+			return fmt.Errorf("attach %s to %s: %w", a.HostVeth, br.Attrs().Name, err)
+		}
+	}
+	return setUp(m.host, host)
+}
+
+// wireBridge creates or repairs the app bridge serving subnet, with its
+// isolation rule and firewall table.
+func (m *Manager) wireBridge(subnet netip.Prefix) (netlink.Link, error) {
+	br, err := ensureBridge(m.host, subnet)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureIsolationRule(m.host, br.Attrs().Name, m.cfg.Range, m.cfg.Isolate); err != nil {
+		return nil, err
+	}
+	if err := ensureFirewall(m.nft, br.Attrs().Name, m.cfg.Firewall); err != nil {
+		return nil, err
+	}
+	return br, nil
 }
 
 // Detach removes machineID's veth pair and namespace and frees its address.
@@ -413,13 +519,18 @@ func (m *Manager) detach(ctx context.Context, machineID string) error {
 	if m.closed {
 		return ErrClosed
 	}
-	if err := deleteLink(m.host, vethName(machineID)); err != nil {
+	instance := m.cfg.Instance
+	ms, ok := m.st.Machines[machineID]
+	if ok {
+		instance = ms.Instance
+	}
+	if err := deleteLink(m.host, vethName(instance, machineID)); err != nil {
 		return err
 	}
-	if err := deleteNetns(filepath.Join(m.cfg.NetnsDir, netnsName(machineID))); err != nil {
+	if err := deleteNetns(filepath.Join(m.cfg.NetnsDir, netnsName(instance, machineID))); err != nil {
 		return err
 	}
-	if _, ok := m.st.Machines[machineID]; !ok {
+	if !ok {
 		return nil
 	}
 	return m.update(func(next *state) error {
@@ -505,4 +616,22 @@ func (m *Manager) List() []Attachment {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].MachineID < out[j].MachineID })
 	return out
+}
+
+// Reconfigure re-applies, inside the network namespace at nsPath, what
+// Attach applies there before a sandbox starts: lo and eth0 up, eth0's
+// address addr and the default route via gw. It is for a tool that
+// restores a machine's image with runsc itself (the benchmark's raw
+// restore), bypassing the daemon; the daemon uses Attach.
+func Reconfigure(nsPath string, addr netip.Prefix, gw netip.Addr) error {
+	_, nsh, closeNS, err := openNS(nsPath)
+	if err != nil {
+		return err
+	}
+	defer closeNS()
+	eth0, err := nsh.LinkByName(ifaceName)
+	if err != nil {
+		return fmt.Errorf("network: look up %s in %s: %w", ifaceName, nsPath, err)
+	}
+	return configureMachine(nsh, eth0, addr, gw)
 }

@@ -32,6 +32,9 @@ type appState struct {
 type machineState struct {
 	App string     `json:"app"`
 	IP  netip.Addr `json:"ip"`
+	// Instance is Config.Instance when the machine was allocated: it names
+	// the machine's veth and namespace (see vethName).
+	Instance string `json:"instance,omitempty"`
 }
 
 // newState returns an empty state for rng.

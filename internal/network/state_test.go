@@ -15,12 +15,12 @@ func TestNames(t *testing.T) {
 		t.Errorf("bridgeName = %q", got)
 	}
 	long := strings.Repeat("x", 64)
-	for _, n := range []string{bridgeName(netip.MustParsePrefix("192.168.255.0/24")), vethName(long), vethName("a")} {
+	for _, n := range []string{bridgeName(netip.MustParsePrefix("192.168.255.0/24")), vethName("", long), vethName("", "a")} {
 		if len(n) > 15 {
 			t.Errorf("%q is longer than IFNAMSIZ-1", n)
 		}
 	}
-	if vethName("a") == vethName("b") || vethName("a") != vethName("a") {
+	if vethName("", "a") == vethName("", "b") || vethName("", "a") != vethName("", "a") {
 		t.Errorf("vethName not deterministic or not distinct")
 	}
 	if got := macFor(netip.MustParseAddr("10.213.7.2")).String(); got != "0a:74:0a:d5:07:02" {

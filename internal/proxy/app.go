@@ -1,17 +1,20 @@
 package proxy
 
 import (
+	"fmt"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/connlimit"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
 // app is the proxy's view of one app: its machines, their load, the wake in
 // flight and the requests waiting. Everything is guarded by mu.
 type app struct {
-	name string
+	name   string
+	health Health
 
 	mu       sync.Mutex
 	machines map[string]*backend
@@ -22,6 +25,7 @@ type app struct {
 	waiting int           // requests and connections in the queue
 	wake    *wake         // the wake in flight, if any
 	stats   counters
+	conns   *connlimit.Group // client connections to the app's ports
 }
 
 // backend is one machine as the proxy sees it.
@@ -32,6 +36,7 @@ type backend struct {
 	lastActive time.Time   // last time a request or connection began or ended
 	warmUntil  time.Time   // refused dials are retried until then: the machine just started
 	busy       bool        // the proxy is stopping or suspending it
+	rescuing   bool        // the proxy is waking it for the traffic in flight (rescue)
 }
 
 // wake is a Start in flight; done is closed when it ends, err says how.
@@ -41,8 +46,9 @@ type wake struct {
 	err     error
 }
 
-func newApp(name string) *app {
-	return &app{name: name, machines: map[string]*backend{}, changed: make(chan struct{})}
+func newApp(name string, maxConns int, health Health) *app {
+	return &app{name: name, health: health, machines: map[string]*backend{}, changed: make(chan struct{}),
+		conns: connlimit.NewGroup(fmt.Sprintf("app %q (its published ports)", name), maxConns, 0)}
 }
 
 // broadcast wakes every waiter so it looks again. Call with mu held.
@@ -58,13 +64,16 @@ func (a *app) currentVersion() uint64 {
 }
 
 // update applies a machine list taken at version; it is dropped if the proxy
-// changed a machine's state since.
-func (a *app) update(ms []model.Machine, version uint64, now time.Time, warm time.Duration) {
+// changed a machine's state since. It returns the machines that someone
+// else (the API, the machine itself, a dying sandbox) took out of service
+// while the proxy may hold connections to them (see strandedBy).
+func (a *app) update(ms []model.Machine, version uint64, now time.Time, warm time.Duration) []stranded {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.version != version {
-		return
+		return nil
 	}
+	var out []stranded
 	seen := make(map[string]bool, len(ms))
 	for _, m := range ms {
 		if m.State == model.StateDestroying || m.State == model.StateDestroyed {
@@ -80,30 +89,117 @@ func (a *app) update(ms []model.Machine, version uint64, now time.Time, warm tim
 			b.lastActive = now
 			b.warmUntil = now.Add(warm)
 		}
+		if s, ok := b.strandedBy(m); ok {
+			out = append(out, s)
+		}
 		b.m = m
 	}
 	for id := range a.machines {
 		if !seen[id] {
 			delete(a.machines, id)
+			out = append(out, stranded{id: id})
 		}
 	}
 	if a.waiting > 0 {
 		a.broadcast()
 	}
+	return out
+}
+
+// stranded is a machine taken out of service under the proxy's feet: its
+// connections are closed, or, if rescue, the machine is woken so that the
+// requests and connections in flight to it are served (issue 17, F9).
+type stranded struct {
+	id     string
+	rescue bool
+}
+
+// strandedBy says what the change of b to m (from the machine layer, not
+// the proxy, which marks its own changes busy) means for the connections to
+// b:
+//   - suspending or suspended with requests or connections in flight, which
+//     the snapshot froze: wake the machine if their service has autostart
+//     and it is not cordoned (a new request would wake it anyway), else
+//     close them (nothing will wake it);
+//   - stopped, created, failed or any other state where nothing listens:
+//     close every connection, idle ones too;
+//   - stopping: nothing yet, the app may finish them while it shuts down.
+func (b *backend) strandedBy(m model.Machine) (stranded, bool) {
+	if b.busy || m.State == b.m.State || b.m.ID == "" {
+		return stranded{}, false
+	}
+	switch m.State {
+	case model.StateStarted, model.StateStarting, model.StateStopping:
+		return stranded{}, false
+	case model.StateSuspending, model.StateSuspended:
+		if b.active == 0 {
+			return stranded{}, false // kept-alive idle connections survive the resume
+		}
+		return stranded{id: m.ID, rescue: !m.Cordoned && b.autostartInFlight(m)}, true
+	}
+	return stranded{id: m.ID}, true
+}
+
+// autostartInFlight reports whether every service of m with traffic in
+// flight lets the proxy start the machine.
+func (b *backend) autostartInFlight(m model.Machine) bool {
+	for port, n := range b.load {
+		if n == 0 {
+			continue
+		}
+		s := serviceOf(m, port)
+		if s == nil || !autostart(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// stateOf returns the state of machine id as the proxy sees it (a machine
+// it is waking for the traffic in flight counts as started), and whether
+// the app has it.
+func (a *app) stateOf(id string) (model.State, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.machines[id]
+	if b == nil {
+		return "", false
+	}
+	if b.rescuing {
+		return model.StateStarted, true
+	}
+	return b.m.State, true
+}
+
+// orGone names a state for an error, "gone" for a machine the app no longer has.
+func orGone(st model.State, ok bool) string {
+	if !ok {
+		return "gone"
+	}
+	return string(st)
 }
 
 // service returns the machine's service on internal port, nil if none.
-func (b *backend) service(port int) *model.Service {
-	for i := range b.m.Config.Services {
-		if b.m.Config.Services[i].InternalPort == port {
-			return &b.m.Config.Services[i]
+func (b *backend) service(port int) *model.Service { return serviceOf(b.m, port) }
+
+func serviceOf(m model.Machine, port int) *model.Service {
+	for i := range m.Config.Services {
+		if m.Config.Services[i].InternalPort == port {
+			return &m.Config.Services[i]
 		}
 	}
 	return nil
 }
 
-// routable reports whether b may get new traffic for port.
-func (b *backend) routable(port int) bool {
+// routable reports whether b may get new traffic for port: it is started,
+// not cordoned, not being stopped and serves port, and that service's
+// health checks pass. Call with a.mu held.
+func (a *app) routable(b *backend, port int) bool {
+	return a.available(b, port) && a.health.ServicePassing(b.m, port)
+}
+
+// available is routable but for health checks.
+func (a *app) available(b *backend, port int) bool {
 	return b.m.State == model.StateStarted && !b.m.Cordoned && !b.busy && b.service(port) != nil
 }
 
@@ -111,7 +207,7 @@ func (b *backend) routable(port int) bool {
 // hard limit, and whether it is at or over its soft limit. Call with mu held.
 func (a *app) pick(port int) (best *backend, overSoft bool) {
 	for _, b := range a.machines {
-		if !b.routable(port) {
+		if !a.routable(b, port) {
 			continue
 		}
 		lim := serviceLimits(b.service(port))

@@ -11,11 +11,34 @@
 // port whose handlers include "http" (or a service whose protocol is "http")
 // is served by an HTTP reverse proxy (net/http/httputil.ReverseProxy); any
 // other port is spliced as raw TCP. Listeners follow config changes at every
-// reconcile (every Config.RefreshInterval, or at once after Refresh). Two
-// services claiming one host port is a conflict: the current owner keeps the
-// port (else the first app in name order) and the conflict is logged; it is
-// never fatal. The "tls" handler is not implemented (no certificates): such a
-// port is served without TLS and a warning is logged.
+// reconcile (every Config.RefreshInterval, or at once after Refresh). A host
+// port is published for the app the machine layer records as its owner
+// (Machines.PortOwners: the first app to publish it, durably), whatever the
+// other apps' configs say; a port without a recorded owner goes to its
+// current listener, else to the first app in name order. Conflicts are
+// logged, never fatal. Config.Reserved ports (the daemon's own) are never
+// bound. The "tls" handler is not implemented (no certificates): such a port
+// is served without TLS and a warning is logged.
+//
+// # Limits
+//
+// Listeners admit connections through package connlimit: at most
+// Config.MaxConnsPerClient per client address (all ports), at most
+// Config.MaxConnsPerApp per app (all its ports), and client and machine
+// connections together within Config.Budget. Over a limit an HTTP port
+// answers 503, a TCP port closes. Slow headers, idle kept-alive HTTP
+// connections and raw TCP connections idle both ways are closed after their
+// timeouts. Raw TCP is copied through a buffer, two descriptors per
+// connection.
+//
+// # Machines taken out of service
+//
+// Connections to machines are kept per machine. When a machine list shows a
+// machine suspended with traffic in flight (by someone else than the
+// proxy), the proxy resumes it if that traffic's services have autostart
+// and it is not cordoned, so that the frozen requests finish; otherwise, and
+// when the machine stopped or is gone, every connection to it is closed, so
+// that requests in flight get a 502 at once.
 //
 // # Load balancing and concurrency
 //
@@ -30,6 +53,17 @@
 // machine never gets more than hard_limit: when all are there, the request
 // waits in the app's queue until one frees up or Config.WakeTimeout passes
 // (then 503).
+//
+// # Health checks
+//
+// A machine whose service has checks (services[].checks) gets traffic for
+// that service's port only while all of them pass (Config.Health, package
+// checks); a machine without checks always counts as passing. When no
+// started machine passes, requests wait as for a wake (and a sleeping
+// machine is woken if one can be) until one does or Config.WakeTimeout
+// passes; the 503 then names the failing check. Checks run from the host
+// straight to the machine, not through the proxy: they are no traffic and
+// never keep a machine from being auto-stopped.
 //
 // # Auto-start
 //

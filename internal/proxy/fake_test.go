@@ -38,6 +38,8 @@ type fleet struct {
 	// called on them, like a list taken just before someone started them.
 	staleUntilStart map[string]bool
 
+	owners map[int]string // PortOwners' answer
+
 	block   chan struct{} // /block requests wait for it to close
 	release sync.Once
 }
@@ -50,6 +52,7 @@ type fakeMachine struct {
 	srv  *http.Server
 
 	inflight, maxInflight atomic.Int32
+	unhealthy             atomic.Bool // /health answers 500
 }
 
 func newFleet(t testing.TB) *fleet {
@@ -154,6 +157,28 @@ func (f *fleet) List(ctx context.Context, app string) ([]model.Machine, error) {
 	return out, nil
 }
 
+func (f *fleet) Get(ctx context.Context, app, id string) (model.Machine, error) {
+	ms, _ := f.List(ctx, app)
+	for _, m := range ms {
+		if m.ID == id {
+			return m, nil
+		}
+	}
+	return model.Machine{}, model.Errorf(model.KindNotFound, "machine %q not found", id)
+}
+
+// PortOwners returns the owners set with f.owners (none by default: the
+// proxy's own rule decides).
+func (f *fleet) PortOwners(ctx context.Context) (map[int]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[int]string{}
+	for p, app := range f.owners {
+		out[p] = app
+	}
+	return out, nil
+}
+
 func (f *fleet) Start(ctx context.Context, app, id string) (model.StartResponse, error) {
 	f.mu.Lock()
 	f.starts[id]++
@@ -240,6 +265,11 @@ func (f *fleet) handler(fm *fakeMachine) http.Handler {
 	id := fm.m.ID
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, id) })
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		if fm.unhealthy.Load() {
+			http.Error(w, "sick", http.StatusInternalServerError)
+		}
+	})
 	mux.HandleFunc("/block", func(w http.ResponseWriter, r *http.Request) {
 		n := fm.inflight.Add(1)
 		defer fm.inflight.Add(-1)
@@ -297,16 +327,26 @@ func echo(ln net.Listener, id string) {
 	}
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago and that no earlier call returned (the kernel hands a port just closed
+// out again: a fake machine and the proxy port it is published on must not
+// get the same one).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
+
+var handedOut sync.Map // addresses freeAddr returned
 
 func freePort(t testing.TB) int {
 	_, port, _ := net.SplitHostPort(freeAddr(t))

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/connlimit"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -62,10 +63,11 @@ func (a *app) services() []model.Service {
 }
 
 // desired returns the spec each host port should serve, resolving
-// conflicts. Call with reconcileMu held.
-func (p *Proxy) desired() map[int]spec {
+// conflicts by owners (see resolve). Call with reconcileMu held.
+func (p *Proxy) desired(owners map[int]string) map[int]spec {
 	claims := map[int]map[spec]bool{}
 	tls := map[int]bool{}
+	askedReserved := map[int]bool{}
 	for _, a := range p.allApps() {
 		for _, s := range a.services() {
 			if s.Protocol == "udp" {
@@ -76,6 +78,15 @@ func (p *Proxy) desired() map[int]spec {
 					continue
 				}
 				hp := *port.Port
+				if what, ok := p.cfg.Reserved[hp]; ok {
+					askedReserved[hp] = true
+					if p.conflicts[hp] != "reserved" {
+						p.conflicts[hp] = "reserved"
+						p.log.Error("a service asks for a host port the daemon keeps for itself: not published",
+							"port", hp, "reserved_for", what, "app", a.name)
+					}
+					continue
+				}
 				if claims[hp] == nil {
 					claims[hp] = map[spec]bool{}
 				}
@@ -86,27 +97,39 @@ func (p *Proxy) desired() map[int]spec {
 	}
 	want := make(map[int]spec, len(claims))
 	for hp, set := range claims {
-		want[hp] = p.resolve(hp, set)
+		s, ok := p.resolve(hp, set, owners[hp])
+		if !ok {
+			continue
+		}
+		want[hp] = s
 		if tls[hp] && !p.tlsWarned[hp] {
 			p.tlsWarned[hp] = true
 			p.log.Warn("the tls handler is not supported: serving the port without TLS", "port", hp, "service", want[hp].String())
 		}
 	}
-	for hp := range p.conflicts {
-		if len(claims[hp]) < 2 {
+	for hp, why := range p.conflicts {
+		if why == "reserved" && !askedReserved[hp] || why != "reserved" && len(claims[hp]) < 2 {
 			delete(p.conflicts, hp)
 		}
 	}
 	return want
 }
 
-// resolve picks the spec that gets host port hp among those claiming it: the
-// current owner if it still claims it, else the first in app name order.
-// Conflicts are logged once each.
-func (p *Proxy) resolve(hp int, set map[spec]bool) spec {
+// resolve picks the spec that gets host port hp among those claiming it.
+// When the port has an owner (owner, the app the machine layer recorded as
+// its first claimer), only the owner's services may have it: none if the
+// owner no longer claims it. Without one, the current listener keeps it if
+// it still claims it, else the first in app name order. Conflicts are
+// logged once each.
+func (p *Proxy) resolve(hp int, set map[spec]bool, owner string) (spec, bool) {
 	all := make([]spec, 0, len(set))
 	for s := range set {
-		all = append(all, s)
+		if owner == "" || s.app == owner {
+			all = append(all, s)
+		}
+	}
+	if len(all) == 0 {
+		return spec{}, false
 	}
 	sort.Slice(all, func(i, j int) bool {
 		if all[i].app != all[j].app {
@@ -118,24 +141,24 @@ func (p *Proxy) resolve(hp int, set map[spec]bool) spec {
 		return !all[i].http && all[j].http
 	})
 	win := all[0]
-	if l := p.listeners[hp]; l != nil && set[l.spec] {
+	if l := p.listeners[hp]; l != nil && set[l.spec] && (owner == "" || l.spec.app == owner) {
 		win = l.spec
 	}
-	if len(all) > 1 {
-		msg := fmt.Sprint(all)
-		if p.conflicts[hp] != msg {
-			p.conflicts[hp] = msg
-			var losers []string
-			for _, s := range all {
-				if s != win {
-					losers = append(losers, s.String())
-				}
+	if len(set) > 1 {
+		var losers []string
+		for s := range set {
+			if s != win {
+				losers = append(losers, s.String())
 			}
+		}
+		sort.Strings(losers)
+		if msg := fmt.Sprint(win, losers); p.conflicts[hp] != msg {
+			p.conflicts[hp] = msg
 			p.log.Error("port conflict: several services claim one host port; the others are not published",
-				"port", hp, "serving", win.String(), "not_published", losers)
+				"port", hp, "serving", win.String(), "owner", owner, "not_published", losers)
 		}
 	}
-	return win
+	return win, true
 }
 
 // syncListeners closes listeners no longer wanted (or wanted differently)
@@ -176,6 +199,7 @@ func (p *Proxy) open(hp int, s spec) {
 		return
 	}
 	delete(p.listenErrs, hp)
+	ln = p.limit(ln, s)
 	l := &listener{spec: s, ln: ln}
 	if s.http {
 		l.srv = p.newServer(s)
@@ -195,11 +219,27 @@ func (p *Proxy) open(hp int, s spec) {
 	p.log.Info("publishing service", "addr", addr, "service", s.String())
 }
 
+// limit wraps the listener of s so that it admits only connections within
+// the proxy's limits: the descriptor budget, the per-client cap (all ports)
+// and the cap of s's app (all its ports). An HTTP port answers the others
+// 503, a TCP port closes them.
+func (p *Proxy) limit(ln net.Listener, s spec) net.Listener {
+	lim := connlimit.Limits{Budget: p.cfg.Budget, Groups: []*connlimit.Group{p.clients}}
+	if a := p.app(s.app); a != nil {
+		lim.Groups = append(lim.Groups, a.conns)
+	}
+	refuse := connlimit.Close
+	if s.http {
+		refuse = connlimit.RefuseHTTP
+	}
+	return connlimit.Listen(ln, lim, refuse, p.log.With("service", s.String()))
+}
+
 func (p *Proxy) newServer(s spec) *http.Server {
 	return &http.Server{
 		Handler:           p.httpHandler(s),
-		ReadHeaderTimeout: time.Minute,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: p.cfg.HeaderTimeout,
+		IdleTimeout:       p.cfg.HTTPIdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return p.ctx },
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/connlimit"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -21,9 +22,14 @@ import (
 type Machines interface {
 	ListApps(ctx context.Context) ([]model.App, error)
 	List(ctx context.Context, app string) ([]model.Machine, error)
+	Get(ctx context.Context, app, id string) (model.Machine, error)
 	Start(ctx context.Context, app, id string) (model.StartResponse, error)
 	Stop(ctx context.Context, app, id string, req model.StopRequest) error
 	Suspend(ctx context.Context, app, id string) error
+	// PortOwners returns the app that owns each published host port
+	// (first come, durable); a port with no owner goes by the proxy's own
+	// rule (see resolve).
+	PortOwners(ctx context.Context) (map[int]string, error)
 }
 
 // Config configures a Proxy. Zero fields take the defaults below.
@@ -48,9 +54,74 @@ type Config struct {
 	// PrivateIP:port; "" when the machine has no private IP, which fails the
 	// request with 502 rather than dialing some local port).
 	Backend func(m model.Machine, port int) string
+	// Observer is told of requests, waits and wakes (default: nobody).
+	Observer Observer
+
+	// Budget is the daemon-wide descriptor budget that client connections
+	// and connections to machines draw from (nil: none). Over it, HTTP
+	// clients get a 503 and TCP connections are closed.
+	Budget *connlimit.Budget
+	// MaxConnsPerClient caps the connections one client IP address holds
+	// open to all published ports together (default 1024; -1: no cap).
+	MaxConnsPerClient int
+	// MaxConnsPerApp caps the client connections to one app's published
+	// ports together, so that one app's clients cannot starve the others
+	// (default 4096; -1: no cap).
+	MaxConnsPerApp int
+	// HeaderTimeout bounds the reading of an HTTP request's headers
+	// (default 10s); IdleTimeout closes a kept-alive HTTP connection with
+	// no request for that long (default 60s).
+	HeaderTimeout, HTTPIdleTimeout time.Duration
+	// TCPIdleTimeout closes a raw TCP connection that has carried no byte
+	// either way for that long (default 10m).
+	TCPIdleTimeout time.Duration
+	// Reserved are host ports the proxy never binds, with what the daemon
+	// keeps each for (its own API address); the machine layer refuses
+	// configs that ask for them, this guards against older ones.
+	Reserved map[int]string
+	// Health, if set, says which machines pass their service checks; the
+	// proxy routes only to those. Nil: every machine passes.
+	Health Health
+
+	// Remote, in a cluster, carries traffic to machines of other hosts
+	// (package cluster implements it); nil on a single host.
+	Remote Remote
 }
 
+// Remote carries the traffic of machines that live on another host of the
+// cluster to that host, whose proxy serves it (ServeMachine, DialMachine).
+// The proxy of the host a request arrives at balances and wakes as for its
+// own machines; only the owner's proxy auto-stops a machine.
+type Remote interface {
+	// Local reports whether machine m lives on this host.
+	Local(m model.Machine) bool
+	// ServeHTTP serves request r for internal port of machine m on its host.
+	ServeHTTP(w http.ResponseWriter, r *http.Request, m model.Machine, port int)
+	// Dial connects to internal port of machine m through its host.
+	Dial(ctx context.Context, m model.Machine, port int) (net.Conn, error)
+}
+
+// Health is what the proxy needs from health checks; package checks'
+// Runner implements it. Its methods are called with an app's lock held
+// and must not call back into the proxy.
+type Health interface {
+	// ServicePassing reports whether the checks of m's service on
+	// internal port pass (true when it has none).
+	ServicePassing(m model.Machine, port int) bool
+	// Failing says which of those checks fails and why ("" if none).
+	Failing(m model.Machine, port int) string
+}
+
+// passing is the Health of a proxy configured without one.
+type passing struct{}
+
+func (passing) ServicePassing(model.Machine, int) bool { return true }
+func (passing) Failing(model.Machine, int) string      { return "" }
+
 func (c *Config) setDefaults() {
+	if c.Remote == nil {
+		c.Remote = allLocal{}
+	}
 	if c.ListenHost == "" {
 		c.ListenHost = "127.0.0.1"
 	}
@@ -72,6 +143,34 @@ func (c *Config) setDefaults() {
 	if c.Backend == nil {
 		c.Backend = privateAddr
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Health == nil {
+		c.Health = passing{}
+	}
+	c.MaxConnsPerClient = orDefault(c.MaxConnsPerClient, 1024)
+	c.MaxConnsPerApp = orDefault(c.MaxConnsPerApp, 4096)
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 10 * time.Second
+	}
+	if c.HTTPIdleTimeout <= 0 {
+		c.HTTPIdleTimeout = time.Minute
+	}
+	if c.TCPIdleTimeout <= 0 {
+		c.TCPIdleTimeout = 10 * time.Minute
+	}
+}
+
+// orDefault is n, def if n is 0, and 0 (no cap) if n is negative.
+func orDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 func privateAddr(m model.Machine, port int) string {
@@ -79,6 +178,17 @@ func privateAddr(m model.Machine, port int) string {
 		return ""
 	}
 	return net.JoinHostPort(m.PrivateIP, strconv.Itoa(port))
+}
+
+// allLocal is the Remote of a single host: every machine is local.
+type allLocal struct{}
+
+func (allLocal) Local(model.Machine) bool { return true }
+func (allLocal) ServeHTTP(w http.ResponseWriter, _ *http.Request, m model.Machine, _ int) {
+	writeError(w, http.StatusBadGateway, fmt.Sprintf("machine %s is not on this host", m.ID))
+}
+func (allLocal) Dial(_ context.Context, m model.Machine, _ int) (net.Conn, error) {
+	return nil, fmt.Errorf("machine %s is not on this host", m.ID)
 }
 
 // errNoAddress is the dial error for a machine without an address.
@@ -108,6 +218,10 @@ type Proxy struct {
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{} // open TCP connections, both sides
+	// toMachine holds the open connections to each machine (HTTP and TCP),
+	// by machine ID, so that they can be closed when the machine is gone.
+	toMachine map[string]map[net.Conn]struct{}
+	clients   *connlimit.Group // per client address, all ports
 
 	spawnMu  sync.Mutex
 	stopping bool // set by shutdown: spawn refuses new goroutines
@@ -133,6 +247,8 @@ func New(m Machines, cfg Config, log *slog.Logger) *Proxy {
 		conflicts:  map[int]string{},
 		tlsWarned:  map[int]bool{},
 		conns:      map[net.Conn]struct{}{},
+		toMachine:  map[string]map[net.Conn]struct{}{},
+		clients:    connlimit.NewGroup("the proxy", 0, cfg.MaxConnsPerClient),
 		refreshc:   make(chan struct{}, 1),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -194,11 +310,15 @@ func (p *Proxy) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list apps: %w", err)
 	}
+	owners, err := p.m.PortOwners(ctx)
+	if err != nil {
+		return fmt.Errorf("list port owners: %w", err)
+	}
 	p.retainApps(apps)
 	for _, a := range apps {
 		p.refreshApp(ctx, p.app(a.Name))
 	}
-	p.syncListeners(p.desired())
+	p.syncListeners(p.desired(owners))
 	return nil
 }
 
@@ -211,7 +331,13 @@ func (p *Proxy) refreshApp(ctx context.Context, a *app) {
 		p.log.Warn("list machines", "app", a.name, "err", err)
 		return
 	}
-	a.update(ms, version, time.Now(), p.cfg.WakeTimeout)
+	for _, s := range a.update(ms, version, time.Now(), p.cfg.WakeTimeout) {
+		if s.rescue {
+			p.rescue(a, s.id)
+		} else if n := p.closeMachine(s.id); n > 0 {
+			p.log.Info("closed the connections to a machine out of service", "app", a.name, "machine", s.id, "connections", n)
+		}
+	}
 }
 
 // retainApps creates state for new apps and forgets deleted ones.
@@ -222,7 +348,7 @@ func (p *Proxy) retainApps(apps []model.App) {
 	for _, a := range apps {
 		keep[a.Name] = true
 		if p.apps[a.Name] == nil {
-			p.apps[a.Name] = newApp(a.Name)
+			p.apps[a.Name] = newApp(a.Name, p.cfg.MaxConnsPerApp, p.cfg.Health)
 		}
 	}
 	for name := range p.apps {
@@ -247,6 +373,20 @@ func (p *Proxy) allApps() []*app {
 		out = append(out, a)
 	}
 	return out
+}
+
+// ChecksChanged tells the proxy that a health check of a machine of app
+// changed status, so that requests waiting for a healthy machine look
+// again. It does not wait.
+func (p *Proxy) ChecksChanged(app string) {
+	if a := p.app(app); a != nil {
+		a.mu.Lock()
+		a.broadcast()
+		a.mu.Unlock()
+	}
+	// The proxy's copy of a machine that just cold-started may predate its
+	// new boot, whose results these are.
+	p.Refresh()
 }
 
 // Stats returns a snapshot of the counters of every app the proxy knows.

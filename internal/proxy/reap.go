@@ -23,7 +23,7 @@ func (p *Proxy) reap() {
 	p.reconcileMu.Unlock()
 	now := time.Now()
 	for _, a := range p.allApps() {
-		for _, act := range a.idle(now, p.cfg.IdleTimeout) {
+		for _, act := range a.idle(now, p.cfg.IdleTimeout, p.cfg.Remote.Local) {
 			if !p.spawn(func() { p.autostop(act) }) {
 				act.a.endAutostop(act, model.StateStarted)
 			}
@@ -32,8 +32,10 @@ func (p *Proxy) reap() {
 }
 
 // idle picks the app's machines to auto-stop and marks them busy, so that no
-// new traffic goes to them. The least recently active go first.
-func (a *app) idle(now time.Time, idleTimeout time.Duration) []autostopAction {
+// new traffic goes to them. The least recently active go first. Only local
+// machines are picked (another host's proxy sees their traffic), but every
+// started machine counts towards min_machines_running.
+func (a *app) idle(now time.Time, idleTimeout time.Duration, local func(model.Machine) bool) []autostopAction {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	keep, running := 0, []*backend{}
@@ -50,7 +52,7 @@ func (a *app) idle(now time.Time, idleTimeout time.Duration) []autostopAction {
 			break
 		}
 		mode := autostop(b.m)
-		if mode == model.AutostopOff || b.active > 0 || now.Sub(b.lastActive) < idleTimeout {
+		if mode == model.AutostopOff || b.active > 0 || now.Sub(b.lastActive) < idleTimeout || !local(b.m) {
 			continue
 		}
 		b.busy = true

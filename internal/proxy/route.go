@@ -15,14 +15,17 @@ import (
 // no machine can take it. The caller must release the lease. Errors are
 // meant for a 503 answer.
 func (p *Proxy) acquire(ctx context.Context, a *app, port int) (lease, error) {
+	begin := time.Now()
 	deadline := time.NewTimer(p.cfg.WakeTimeout)
 	defer deadline.Stop()
-	queued := false
+	queued, timedOut := false, false
 	defer func() {
 		if queued {
 			a.mu.Lock()
 			a.waiting--
 			a.mu.Unlock()
+			p.cfg.Observer.Waiting(a.name, -1)
+			p.cfg.Observer.Waited(a.name, time.Since(begin), timedOut)
 		}
 	}()
 	for {
@@ -41,6 +44,7 @@ func (p *Proxy) acquire(ctx context.Context, a *app, port int) (lease, error) {
 				return lease{}, w.err
 			}
 		case <-deadline.C:
+			timedOut = true
 			return lease{}, p.timeoutError(a, port, w)
 		case <-ctx.Done():
 			return lease{}, ctx.Err()
@@ -69,6 +73,7 @@ func (p *Proxy) route(a *app, port int, queued *bool) (l lease, changed chan str
 		a.waiting++
 		a.stats.QueuedTotal.Add(1)
 		*queued = true
+		p.cfg.Observer.Waiting(a.name, 1)
 	}
 	return lease{}, a.changed, a.wake, nil
 }
@@ -103,27 +108,80 @@ func (p *Proxy) runWake(a *app, w *wake, from model.State) {
 	if model.KindOf(err) == model.KindConflict {
 		err = p.confirmStarted(ctx, a.name, w.machine, err)
 	}
+	result := WakeStarted
 	if err != nil {
+		result = WakeFailed
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			result = WakeTimeout
+		}
 		err = p.wakeError(a.name, w.machine, ctx, err)
 		p.log.Warn("wake failed", "app", a.name, "machine", w.machine, "err", err)
 	} else {
 		p.log.Info("machine woke", "app", a.name, "machine", w.machine, "from", from,
 			"from_snapshot", resp.FromSnapshot, "took", time.Since(begin).Round(time.Millisecond))
 	}
+	p.cfg.Observer.Woke(a.name, time.Since(begin), result)
 	a.finishWake(w, err, time.Now(), p.cfg.WakeTimeout)
+}
+
+// rescue wakes machine id, which someone suspended while the proxy had
+// requests or connections in flight to it: the snapshot froze them, and
+// they go on where they were once the machine resumes. A wake that fails
+// closes them (they would never be answered). One rescue per machine at a
+// time.
+func (p *Proxy) rescue(a *app, id string) {
+	a.mu.Lock()
+	b := a.machines[id]
+	if b == nil || b.rescuing {
+		a.mu.Unlock()
+		return
+	}
+	b.rescuing = true
+	a.mu.Unlock()
+	ok := p.spawn(func() {
+		p.log.Info("waking a machine suspended with traffic in flight", "app", a.name, "machine", id)
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.WakeTimeout)
+		defer cancel()
+		_, err := p.m.Start(model.WithSource(ctx, model.SourceProxy), a.name, id)
+		if model.KindOf(err) == model.KindConflict {
+			err = p.confirmStarted(ctx, a.name, id, err)
+		}
+		if err != nil {
+			p.log.Warn("could not wake a machine suspended with traffic in flight: closing its connections",
+				"app", a.name, "machine", id, "err", p.wakeError(a.name, id, ctx, err))
+			p.closeMachine(id)
+		}
+		a.endRescue(id, err == nil, time.Now(), p.cfg.WakeTimeout)
+	})
+	if !ok {
+		a.endRescue(id, false, time.Now(), 0)
+	}
+}
+
+// endRescue records the end of a rescue and lets waiters look again.
+func (a *app) endRescue(id string, started bool, now time.Time, warm time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.machines[id]
+	if b == nil {
+		return
+	}
+	b.rescuing = false
+	if started {
+		a.stats.Wakes.Add(1)
+		b.m.State = model.StateStarted
+		b.lastActive = now
+		b.warmUntil = now.Add(warm)
+	}
+	a.version++
+	a.broadcast()
 }
 
 // confirmStarted turns a conflict from Start into success when the machine
 // turns out to be started already (someone else started it).
 func (p *Proxy) confirmStarted(ctx context.Context, app, id string, conflict error) error {
-	ms, err := p.m.List(ctx, app)
-	if err != nil {
-		return conflict
-	}
-	for _, m := range ms {
-		if m.ID == id && m.State == model.StateStarted {
-			return nil
-		}
+	if m, err := p.m.Get(ctx, app, id); err == nil && m.State == model.StateStarted {
+		return nil
 	}
 	return conflict
 }
@@ -190,10 +248,17 @@ func (p *Proxy) timeoutError(a *app, port int, w *wake) error {
 	if a.wake != nil {
 		return fmt.Errorf("app %q: machine %s did not start within %s", a.name, a.wake.machine, p.cfg.WakeTimeout)
 	}
+	unhealthy := ""
 	for _, b := range a.machines {
-		if b.routable(port) {
+		if a.routable(b, port) {
 			return fmt.Errorf("app %q: every machine serving port %d stayed at its hard_limit for %s", a.name, port, p.cfg.WakeTimeout)
 		}
+		if a.available(b, port) && unhealthy == "" {
+			unhealthy = fmt.Sprintf("machine %s: %s", b.m.ID, a.health.Failing(b.m, port))
+		}
+	}
+	if unhealthy != "" {
+		return fmt.Errorf("app %q: no machine serving port %d passed its health checks within %s (%s)", a.name, port, p.cfg.WakeTimeout, unhealthy)
 	}
 	return fmt.Errorf("app %q: no machine became available for port %d within %s", a.name, port, p.cfg.WakeTimeout)
 }

@@ -24,14 +24,25 @@ const (
 // ErrNotFound is returned when the sandbox does not exist.
 var ErrNotFound = errors.New("sandbox not found")
 
+// ErrClosed is returned by a Wait that the driver's Close ended: the
+// sandbox is still running, nobody watches it any more.
+var ErrClosed = errors.New("runtime closed")
+
+// ErrUnavailable is wrapped by errors of a runtime that cannot run
+// sandboxes for now (e.g. its binary is missing or not executable): the
+// request may succeed later, and nothing is wrong with the sandbox's state.
+var ErrUnavailable = errors.New("runtime unavailable")
+
 // Spec describes a sandbox to boot or restore.
 type Spec struct {
-	ID       string   // sandbox (container) ID, unique on the host
-	Bundle   string   // absolute directory the driver owns for this sandbox (config.json lives here)
-	RootFS   string   // absolute path of the root filesystem directory (used read-only)
-	Args     []string // the process to run
-	Env      []string // KEY=VALUE
-	Cwd      string
+	ID     string   // sandbox (container) ID, unique on the host
+	Bundle string   // absolute directory the driver owns for this sandbox (config.json lives here)
+	RootFS string   // absolute path of the root filesystem directory (used read-only)
+	Args   []string // the process to run
+	Env    []string // KEY=VALUE
+	Cwd    string
+	// User is the identity of the process (root when zero).
+	User     User
 	Hostname string
 	CPUs     int
 	MemoryMB int
@@ -47,6 +58,12 @@ type Spec struct {
 	Mounts []Mount
 }
 
+// User is a process identity inside the sandbox.
+type User struct {
+	UID, GID       uint32
+	AdditionalGIDs []uint32
+}
+
 // Mount binds Source (a host path) at Destination inside the sandbox.
 type Mount struct {
 	Source      string
@@ -58,6 +75,9 @@ type Mount struct {
 type ExitStatus struct {
 	Code   int
 	Signal string
+	// OOMKilled: the host killed the sandbox for exceeding its memory
+	// limit (Signal is then SIGKILL).
+	OOMKilled bool
 }
 
 // Runtime is a sandbox driver.
@@ -88,4 +108,85 @@ type Runtime interface {
 	State(ctx context.Context, id string) (Status, error)
 	// Exec runs a command inside the running sandbox and returns its combined output.
 	Exec(ctx context.Context, id string, args []string) ([]byte, error)
+	// Run runs a command inside the running sandbox with its own stdin,
+	// stdout and stderr, and reports how it ended. A command that ran and
+	// exited non-zero is not an error; ctx ending kills it.
+	Run(ctx context.Context, id string, cmd Command) (CommandResult, error)
+	// Processes lists the processes running in the sandbox.
+	Processes(ctx context.Context, id string) ([]Process, error)
+	// CheckpointLive saves the sandbox's whole state to imageDir (which
+	// must exist and be empty) like Checkpoint, but leaves the sandbox
+	// running: the caller then kills it (the suspend goes on) or keeps it
+	// (the suspend was cancelled). A failed CheckpointLive leaves the
+	// sandbox running too.
+	CheckpointLive(ctx context.Context, id, imageDir string) error
+}
+
+// Preparer is a driver that can check, before a restore, what the restore
+// needs from the host and may lack for a while: its binary, free space
+// where it writes. Package machine asks it before it claims a snapshot (a
+// claimed snapshot is never restored again), so that such a failure keeps
+// the snapshot instead of costing it (issue 17's F6).
+type Preparer interface {
+	// PrepareRestore checks that a Restore of spec can run now. Its errors
+	// wrap ErrUnavailable when the runtime cannot run, syscall.ENOSPC when
+	// the disk is full.
+	PrepareRestore(ctx context.Context, spec Spec) error
+}
+
+// Checker is a driver that can tell whether a sandbox still runs without
+// the tools its other methods need: gVisor's answers from the sandbox
+// process it saw last, when runsc itself is missing or failing. Package
+// machine asks it before it takes a failed Wait, or a failed operation, for
+// the end of the sandbox (a sandbox recorded stopped while it runs on is
+// unsupervised and unreachable: issue 17's F8).
+type Checker interface {
+	// Running reports whether the sandbox's process is alive; an error
+	// when the driver cannot tell.
+	Running(ctx context.Context, id string) (bool, error)
+}
+
+// Command is a command for Runtime.Run.
+type Command struct {
+	Args  []string
+	Stdin []byte
+	// MaxOutput bounds what is kept of stdout and of stderr each: their
+	// last MaxOutput bytes (DefaultMaxOutput when 0).
+	MaxOutput int
+}
+
+// DefaultMaxOutput is Command.MaxOutput's default.
+const DefaultMaxOutput = 1 << 20
+
+// CommandResult is how a command run by Runtime.Run ended.
+type CommandResult struct {
+	Stdout, Stderr []byte
+	// Truncated: stdout or stderr was longer than MaxOutput.
+	Truncated bool
+	// ExitCode is the command's exit status, -1 when a signal ended it.
+	ExitCode int
+	// Signal names the signal that ended it ("SIGKILL"), if one did.
+	Signal string
+}
+
+// Process is one process of a sandbox, as Runtime.Processes reports it.
+// Fields the driver cannot read are zero.
+type Process struct {
+	PID     int
+	Command string // the command line
+	Cwd     string
+	// CPU is the share of one CPU the process used over its life, in percent.
+	CPU uint64
+	// RSS is its resident memory in bytes.
+	RSS uint64
+	// SystemTime and CPUTime are the CPU time it spent in the kernel and
+	// in all, in milliseconds.
+	SystemTime, CPUTime uint64
+	Listen              []Socket
+}
+
+// Socket is a socket a process listens on (TCP) or is bound to (UDP).
+type Socket struct {
+	Proto   string // "tcp", "tcp6", "udp", "udp6"
+	Address string // host:port, as net.JoinHostPort writes it
 }

@@ -34,15 +34,19 @@ const claimedSuffix = ".claimed"
 // Seal describes a complete snapshot image. It is written last, so an image
 // without a seal is incomplete.
 type Seal struct {
-	SnapshotID     string            `json:"snapshot_id"`
-	MachineID      string            `json:"machine_id"`
-	BootGeneration uint64            `json:"boot_generation"`
-	Runtime        string            `json:"runtime"`
-	RuntimeVersion string            `json:"runtime_version"`
-	Host           string            `json:"host"`
-	CreatedAt      time.Time         `json:"created_at"`
-	Files          map[string]string `json:"files"` // name → digest (see fileDigest)
-	SizeBytes      int64             `json:"size_bytes"`
+	SnapshotID     string `json:"snapshot_id"`
+	MachineID      string `json:"machine_id"`
+	BootGeneration uint64 `json:"boot_generation"`
+	Runtime        string `json:"runtime"`
+	RuntimeVersion string `json:"runtime_version"`
+	Host           string `json:"host"`
+	// Image identifies the root filesystem the sandbox ran on ("oci:" and
+	// the manifest digest, or "dir:" and the directory); a snapshot only
+	// restores onto the same one. Seals written before images had none.
+	Image     string            `json:"image,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	Files     map[string]string `json:"files"` // name → digest (see fileDigest)
+	SizeBytes int64             `json:"size_bytes"`
 }
 
 // Checksum is a digest over every file's digest: one value naming the image.
@@ -66,6 +70,9 @@ var (
 	ErrWrongRuntime = errors.New("snapshot from another runtime version")
 	ErrWrongHost    = errors.New("snapshot from an incompatible host")
 	ErrStale        = errors.New("snapshot from an older boot generation")
+	// ErrImageChanged: the machine's root filesystem is not the one the
+	// snapshot was taken on.
+	ErrImageChanged = errors.New("image changed")
 )
 
 // HostID identifies what a snapshot's CPU state depends on: the architecture
@@ -126,8 +133,9 @@ func Flush(dir string) error {
 }
 
 // Verify checks that dir holds a complete, unmodified image sealed with want's
-// identity (machine, generation, runtime version, host) and checksum. The
-// error wraps ErrMissing, ErrCorrupt, ErrWrongRuntime, ErrWrongHost or ErrStale.
+// identity (machine, generation, runtime version, host, image) and checksum.
+// The error wraps ErrMissing, ErrCorrupt, ErrWrongRuntime, ErrWrongHost,
+// ErrStale or ErrImageChanged.
 // It is VerifySeal then VerifyFiles.
 func Verify(dir string, want Seal, checksum string) error {
 	seal, err := VerifySeal(dir, want, checksum)
@@ -192,6 +200,8 @@ func compareIdentity(got, want Seal) error {
 		return fmt.Errorf("%w: taken by %s %q, running %s %q", ErrWrongRuntime, got.Runtime, got.RuntimeVersion, want.Runtime, want.RuntimeVersion)
 	case got.Host != want.Host:
 		return fmt.Errorf("%w: taken on host %s, this is %s", ErrWrongHost, got.Host, want.Host)
+	case got.Image != "" && got.Image != want.Image:
+		return fmt.Errorf("%w: the snapshot was taken on %s, the machine now runs %s", ErrImageChanged, got.Image, want.Image)
 	}
 	return nil
 }
@@ -218,7 +228,9 @@ func verifyFiles(dir string, want map[string]string) error {
 }
 
 // checksumDir returns the digest of every regular file in dir except the
-// seal, made like the digest of the same name in like (CRC-32C if none).
+// seal, made like the digest of the same name in like. With no like (a new
+// seal) the digests are CRC-32C, large files checksummed in parallel
+// (crc32cFile); else sequentially, like the digest they are checked against.
 func checksumDir(dir string, like map[string]string) (map[string]string, int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -230,7 +242,13 @@ func checksumDir(dir string, like map[string]string) (map[string]string, int64, 
 		if e.Name() == SealFile || !e.Type().IsRegular() {
 			continue
 		}
-		sum, n, err := checksumFile(filepath.Join(dir, e.Name()), like[e.Name()])
+		path := filepath.Join(dir, e.Name())
+		sum, n, err := "", int64(0), error(nil)
+		if like == nil {
+			sum, n, err = crc32cFile(path)
+		} else {
+			sum, n, err = checksumFile(path, like[e.Name()])
+		}
 		if err != nil {
 			return nil, 0, err
 		}

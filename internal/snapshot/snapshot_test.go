@@ -20,7 +20,7 @@ func sealedImage(t *testing.T) (string, Seal) {
 	os.WriteFile(filepath.Join(dir, "checkpoint.img"), []byte("kernel state"), 0o600)
 	os.WriteFile(filepath.Join(dir, "pages.img"), make([]byte, 1<<20), 0o600)
 	seal, err := Write(dir, Seal{SnapshotID: "snap1", MachineID: "m1", BootGeneration: 2,
-		Runtime: "gvisor", RuntimeVersion: "v1", Host: HostID()})
+		Runtime: "gvisor", RuntimeVersion: "v1", Host: HostID(), Image: "oci:sha256:aaaa"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +66,8 @@ func TestVerifyRejects(t *testing.T) {
 		{"other runtime", func(_ string, w *Seal, _ *string) { w.RuntimeVersion = "v2" }, ErrWrongRuntime},
 		{"other host", func(_ string, w *Seal, _ *string) { w.Host = "arm64-x" }, ErrWrongHost},
 		{"other machine", func(_ string, w *Seal, _ *string) { w.MachineID = "m2" }, ErrCorrupt},
+		{"other image", func(_ string, w *Seal, _ *string) { w.Image = "oci:sha256:bbbb" }, ErrImageChanged},
+		{"image now a directory", func(_ string, w *Seal, _ *string) { w.Image = "dir:/srv/rootfs" }, ErrImageChanged},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

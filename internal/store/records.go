@@ -11,7 +11,7 @@ import (
 func (t *Tx) CreateApp(app model.App) error {
 	b := t.tx.Bucket(bucketApps)
 	if b.Get([]byte(app.Name)) != nil {
-		return model.Errorf(model.KindConflict, "app %q already exists", app.Name)
+		return &model.Error{Kind: model.KindConflict, Msg: fmt.Sprintf("app %q already exists", app.Name), Err: model.ErrNameTaken}
 	}
 	return put(b, []byte(app.Name), app)
 }
@@ -45,10 +45,19 @@ func (t *Tx) DeleteApp(name string) error {
 	return t.tx.Bucket(bucketApps).Delete([]byte(name))
 }
 
-// PutMachine stores the machine record (its Events field is not stored here).
+// PutMachine stores the machine record (its Events, Checks and the other
+// fields that only answers carry are not stored). A destroyed machine's
+// history is trimmed, and the app's oldest destroyed machines beyond
+// MaxDestroyedPerApp deleted (limits.go).
 func (t *Tx) PutMachine(m model.Machine) error {
-	m.Events = nil
-	return put(t.tx.Bucket(bucketMachines), []byte(m.ID), m)
+	m.Events, m.Checks, m.Nonce, m.Lease, m.Warnings = nil, nil, "", nil, nil
+	if err := put(t.tx.Bucket(bucketMachines), []byte(m.ID), m); err != nil {
+		return err
+	}
+	if m.State == model.StateDestroyed {
+		return t.pruneDestroyed(m)
+	}
+	return nil
 }
 
 // Machine returns the machine with this ID or a KindNotFound error.
@@ -77,7 +86,7 @@ func (t *Tx) Machines(app string) ([]model.Machine, error) {
 	return ms, err
 }
 
-// DeleteMachine removes a machine with its configs, events and snapshot record.
+// DeleteMachine removes a machine with its configs, events, snapshot record and lease.
 func (t *Tx) DeleteMachine(id string) error {
 	key := []byte(id)
 	for _, name := range [][]byte{bucketConfigs, bucketEvents} {
@@ -90,16 +99,31 @@ func (t *Tx) DeleteMachine(id string) error {
 	if err := t.tx.Bucket(bucketSnapshots).Delete(key); err != nil {
 		return err
 	}
+	if err := t.tx.Bucket(bucketLeases).Delete(key); err != nil {
+		return err
+	}
 	return t.tx.Bucket(bucketMachines).Delete(key)
 }
 
-// PutConfig records a config version of a machine.
-func (t *Tx) PutConfig(machineID, version string, cfg model.MachineConfig) error {
+// PutConfig records a config version of a machine with the image it
+// pinned (the digest that every start of this version runs). The machine
+// keeps its newest MaxConfigVersions versions.
+func (t *Tx) PutConfig(machineID, version string, cfg model.MachineConfig, image model.ImageRef) error {
 	b, err := t.tx.Bucket(bucketConfigs).CreateBucketIfNotExists([]byte(machineID))
 	if err != nil {
 		return err
 	}
-	return put(b, []byte(version), cfg)
+	if err := put(b, []byte(version), configRecord{MachineConfig: cfg, Image: image}); err != nil {
+		return err
+	}
+	return pruneConfigs(b, []byte(version), MaxConfigVersions)
+}
+
+// configRecord is a stored config version: the config as given, and the
+// image it resolved to (older records have none).
+type configRecord struct {
+	model.MachineConfig
+	Image model.ImageRef `json:"torpor_image_ref,omitzero"`
 }
 
 // Configs returns every recorded config version of a machine, by version.
@@ -190,3 +214,37 @@ func (t *Tx) DeleteSnapshot(machineID string) error {
 }
 
 func unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// PutPortClaim records which app owns a host port.
+func (t *Tx) PutPortClaim(c model.PortClaim) error {
+	return put(t.tx.Bucket(bucketPorts), portKey(c.Port), c)
+}
+
+// PortClaim returns the claim on a host port, if any.
+func (t *Tx) PortClaim(port int) (model.PortClaim, bool, error) {
+	var c model.PortClaim
+	ok, err := get(t.tx.Bucket(bucketPorts), portKey(port), &c)
+	return c, ok, err
+}
+
+// PortClaims returns every claim, by port.
+func (t *Tx) PortClaims() ([]model.PortClaim, error) {
+	var out []model.PortClaim
+	err := t.tx.Bucket(bucketPorts).ForEach(func(_, v []byte) error {
+		var c model.PortClaim
+		if err := unmarshal(v, &c); err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
+
+// DeletePortClaim frees a host port.
+func (t *Tx) DeletePortClaim(port int) error {
+	return t.tx.Bucket(bucketPorts).Delete(portKey(port))
+}
+
+// portKey orders claims by port number.
+func portKey(port int) []byte { return seqKey(uint64(port)) }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestAppsAndMachinesSurviveReopen(t *testing.T) {
 		if err := tx.PutMachine(m); err != nil {
 			return err
 		}
-		if err := tx.PutConfig("m1", "v1", model.MachineConfig{Image: "img"}); err != nil {
+		if err := tx.PutConfig("m1", "v1", model.MachineConfig{Image: "img"}, model.ImageRef{}); err != nil {
 			return err
 		}
 		return tx.PutSnapshot(model.Snapshot{ID: "s1", MachineID: "m1", State: model.SnapshotSealed, BootGeneration: 3})
@@ -134,7 +135,7 @@ func TestDeleteMachineRemovesEverything(t *testing.T) {
 	defer s.Close()
 	s.Update(func(tx *Tx) error {
 		tx.PutMachine(model.Machine{ID: "m1"})
-		tx.PutConfig("m1", "v1", model.MachineConfig{})
+		tx.PutConfig("m1", "v1", model.MachineConfig{}, model.ImageRef{})
 		tx.AppendEvent("m1", model.Event{Type: "x"})
 		tx.PutSnapshot(model.Snapshot{MachineID: "m1"})
 		return tx.DeleteMachine("m1")
@@ -151,4 +152,97 @@ func TestDeleteMachineRemovesEverything(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Issue 17, F12: each update recorded a config version for good. A
+// machine keeps its newest MaxConfigVersions.
+func TestConfigVersionsBounded(t *testing.T) {
+	s, _ := openTemp(t)
+	defer s.Close()
+	var versions []string
+	for i := 0; i < 3*MaxConfigVersions; i++ {
+		v := fmt.Sprintf("v%03d", i)
+		versions = append(versions, v)
+		if err := s.Update(func(tx *Tx) error {
+			return tx.PutConfig("m1", v, model.MachineConfig{Image: "img"}, model.ImageRef{})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got map[string]model.MachineConfig
+	s.View(func(tx *Tx) (err error) { got, err = tx.Configs("m1"); return })
+	if len(got) != MaxConfigVersions {
+		t.Fatalf("%d versions kept, want %d", len(got), MaxConfigVersions)
+	}
+	for _, v := range versions[len(versions)-MaxConfigVersions:] {
+		if _, ok := got[v]; !ok {
+			t.Errorf("version %s, one of the newest, is gone", v)
+		}
+	}
+}
+
+// Issue 17, F12: destroyed machines kept every record. A destroyed
+// machine keeps one config version and its last events, and an app keeps
+// its MaxDestroyedPerApp most recently destroyed machines.
+func TestDestroyedMachinesAreBounded(t *testing.T) {
+	s, _ := openTemp(t)
+	defer s.Close()
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	n := MaxDestroyedPerApp + 30
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("m%04d", i)
+		err := s.Update(func(tx *Tx) error {
+			m := model.Machine{ID: id, App: "web", State: model.StateStarted, Version: "v009"}
+			if err := tx.PutMachine(m); err != nil {
+				return err
+			}
+			for v := 0; v < 10; v++ {
+				if err := tx.PutConfig(id, fmt.Sprintf("v%03d", v), model.MachineConfig{Image: "img"}, model.ImageRef{}); err != nil {
+					return err
+				}
+			}
+			for e := 0; e < 2*DestroyedEventsKept; e++ {
+				if _, err := tx.AppendEvent(id, model.Event{Type: "start"}); err != nil {
+					return err
+				}
+			}
+			m.State, m.UpdatedAt = model.StateDestroyed, base.Add(time.Duration(i)*time.Minute)
+			return tx.PutMachine(m)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another app's machine is not counted against web's.
+	if err := s.Update(func(tx *Tx) error {
+		return tx.PutMachine(model.Machine{ID: "other", App: "api", State: model.StateDestroyed, UpdatedAt: base})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.View(func(tx *Tx) error {
+		ms, err := tx.Machines("")
+		if err != nil {
+			return err
+		}
+		if len(ms) != MaxDestroyedPerApp+1 {
+			t.Errorf("%d machine records, want %d of web and 1 of api", len(ms), MaxDestroyedPerApp)
+		}
+		if _, err := tx.Machine(fmt.Sprintf("m%04d", n-MaxDestroyedPerApp-1)); model.KindOf(err) != model.KindNotFound {
+			t.Errorf("the newest of the dropped machines is still there (%v)", err)
+		}
+		last := fmt.Sprintf("m%04d", n-1)
+		cfgs, err := tx.Configs(last)
+		if _, ok := cfgs["v009"]; err != nil || len(cfgs) != 1 || !ok {
+			t.Errorf("a destroyed machine keeps versions %v (%v), want its current one", cfgs, err)
+		}
+		evs, err := tx.Events(last, 0)
+		if err != nil || len(evs) != DestroyedEventsKept {
+			t.Errorf("a destroyed machine keeps %d events (%v), want %d", len(evs), err, DestroyedEventsKept)
+		}
+		_, err = tx.Machine("other")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -32,7 +32,14 @@ type Runtime struct {
 	// ExecFunc, if set, answers Exec for a running sandbox (it is called
 	// without the runtime's lock held, so it may block on ctx).
 	ExecFunc func(ctx context.Context, id string, args []string) ([]byte, error)
-	calls    []string
+	// RunFunc, if set, answers Run for a running sandbox (without the
+	// runtime's lock held).
+	RunFunc func(ctx context.Context, id string, cmd runtime.Command) (runtime.CommandResult, error)
+	// OnCheckpoint, if set, is called by Checkpoint and CheckpointLive with the sandbox's
+	// ID before it writes the image (without the runtime's lock held), so
+	// that a test can hold a checkpoint in progress.
+	OnCheckpoint func(id string)
+	calls        []string
 }
 
 // Sandbox is one fake sandbox.
@@ -41,6 +48,8 @@ type Sandbox struct {
 	Counter int // its "memory"
 	exited  chan struct{}
 	status  runtime.ExitStatus
+	broken  chan struct{} // closed by BreakWait
+	waitErr error
 }
 
 // New returns a fake runtime reporting version.
@@ -49,7 +58,7 @@ func New(version string) *Runtime {
 }
 
 // Fail makes the next call of op ("boot", "checkpoint", "restore",
-// "signal-all") fail with err.
+// "signal-all", "wait", "state", "prepare-restore") fail with err.
 func (r *Runtime) Fail(op string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -178,17 +187,16 @@ func (r *Runtime) stop(s *Sandbox, st runtime.ExitStatus) {
 // Checkpoint implements runtime.Runtime.
 func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	r.mu.Lock()
+	hook := r.OnCheckpoint
+	r.mu.Unlock()
+	if hook != nil {
+		hook(id)
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.record("checkpoint")
-	if err := r.takeFailure("checkpoint"); err != nil {
+	s, err := r.checkpointable(id)
+	if err != nil {
 		return err
-	}
-	s, ok := r.sandboxes[id]
-	if !ok {
-		return runtime.ErrNotFound
-	}
-	if s.stopped() {
-		return fmt.Errorf("checkpoint %s: sandbox is not running", id)
 	}
 	data := []byte(strconv.Itoa(s.Counter))
 	if err := os.WriteFile(filepath.Join(imageDir, "checkpoint.img"), data, 0o600); err != nil {
@@ -270,7 +278,18 @@ func (r *Runtime) Kill(ctx context.Context, id string) error {
 // Wait implements runtime.Runtime.
 func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
 	r.mu.Lock()
+	if err := r.takeFailure("wait"); err != nil {
+		r.mu.Unlock()
+		return runtime.ExitStatus{}, err
+	}
 	s, ok := r.sandboxes[id]
+	var broken chan struct{}
+	if ok {
+		if s.broken == nil {
+			s.broken = make(chan struct{})
+		}
+		broken = s.broken
+	}
 	r.mu.Unlock()
 	if !ok {
 		return runtime.ExitStatus{}, runtime.ErrNotFound
@@ -278,8 +297,24 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 	select {
 	case <-s.exited:
 		return s.status, nil
+	case <-broken:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return runtime.ExitStatus{}, s.waitErr
 	case <-ctx.Done():
 		return runtime.ExitStatus{}, ctx.Err()
+	}
+}
+
+// BreakWait makes the Waits pending on sandbox id fail with err, as those
+// of a runtime whose tools fail for a moment do: the sandbox runs on.
+func (r *Runtime) BreakWait(id string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sandboxes[id]; ok && s.broken != nil {
+		s.waitErr = err
+		close(s.broken)
+		s.broken = nil
 	}
 }
 
@@ -287,6 +322,9 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 func (r *Runtime) State(ctx context.Context, id string) (runtime.Status, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.takeFailure("state"); err != nil {
+		return "", err
+	}
 	s, ok := r.sandboxes[id]
 	if !ok {
 		return runtime.StatusAbsent, nil
@@ -296,6 +334,29 @@ func (r *Runtime) State(ctx context.Context, id string) (runtime.Status, error) 
 		return runtime.StatusStopped, nil
 	default:
 		return runtime.StatusRunning, nil
+	}
+}
+
+// PrepareRestore implements runtime.Preparer: it fails when Fail("prepare-restore", err) says so.
+func (r *Runtime) PrepareRestore(ctx context.Context, spec runtime.Spec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.takeFailure("prepare-restore")
+}
+
+// Running implements runtime.Checker; it never fails.
+func (r *Runtime) Running(ctx context.Context, id string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sandboxes[id]
+	if !ok {
+		return false, nil
+	}
+	select {
+	case <-s.exited:
+		return false, nil
+	default:
+		return true, nil
 	}
 }
 

@@ -1,6 +1,7 @@
 package gvisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -360,4 +361,54 @@ print('bound')`}
 		t.Fatal(err)
 	}
 	checkIfaces("after restore")
+}
+
+// TestCloseEndsWait: Close ends every Wait with runtime.ErrClosed and kills
+// its `runsc wait` process, leaving the sandbox running (issue 17, F10: a
+// restarted daemon left one orphaned wait per running machine).
+func TestCloseEndsWait(t *testing.T) {
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	con := newConsole(t)
+	spec := newSpec(t, rt, "closewait", con.path, "import time; time.sleep(600)")
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := rt.Wait(ctx, spec.ID)
+		waited <- err
+	}()
+	waitFor(t, 30*time.Second, "a runsc wait process", func() bool { return len(waitProcs(spec.ID)) == 1 })
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		if !errors.Is(err, runtime.ErrClosed) {
+			t.Fatalf("Wait after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end Wait")
+	}
+	waitFor(t, 10*time.Second, "the runsc wait process to exit", func() bool { return len(waitProcs(spec.ID)) == 0 })
+	mustState(t, rt, spec.ID, runtime.StatusRunning)
+}
+
+// waitProcs returns the live `runsc ... wait id` processes.
+func waitProcs(id string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		argv, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if bytes.Contains(argv, []byte("\x00wait\x00"+id+"\x00")) && !processExited(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

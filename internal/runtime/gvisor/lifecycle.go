@@ -98,12 +98,35 @@ func (r *Runtime) startSandbox(ctx context.Context, spec runtime.Spec, sub strin
 	}
 	defer devnull.Close()
 
+	// A restore runs without the CPU quota, which is applied once it has
+	// returned; a boot gets runsc's own cgroup (cgroup.go).
+	var lifted bool
+	if sub == "restore" {
+		lifted, err = precreateCPUCgroup(spec.ID, spec.CPUs, r.cfg.KeepLimits)
+	} else {
+		// A leftover cgroup (a restore's own cpu one, or one a boot cut
+		// short left) would be reused by runsc as it is: remove it, and if
+		// it is busy (on a shared test host, another daemon's frozen
+		// sandbox of the same machine), give it the machine's quota.
+		if removeCgroups(spec.ID) != nil && cgroupV1() && spec.CPUs > 0 {
+			_ = setCPUQuota(cgroupDir("cpu", spec.ID), spec.CPUs)
+		}
+	}
+	if err != nil {
+		return err
+	}
 	extra := append(r.bundleFlags(spec.Bundle), networkFlag(spec.NetNS))
 	cmd := r.command(ctx, extra, sub, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, console, console
 	if err := cmd.Run(); err != nil {
 		r.cleanup(ctx, spec.ID)
-		return &Error{Subcommand: sub, Args: args, Err: ctxErr(ctx, err), Detail: logTail(filepath.Join(spec.Bundle, logFile))}
+		return &Error{Subcommand: sub, Args: args, Err: ctxErr(ctx, unavailable(err)), Detail: logTail(filepath.Join(spec.Bundle, logFile))}
+	}
+	if lifted {
+		if err := setCPUQuota(cgroupDir("cpu", spec.ID), spec.CPUs); err != nil {
+			r.cleanup(ctx, spec.ID)
+			return err
+		}
 	}
 	return nil
 }
@@ -146,6 +169,7 @@ func (r *Runtime) cleanup(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	_, _ = r.run(ctx, "delete", "--force", id)
+	_ = removeCgroups(id)
 }
 
 // Checkpoint saves the sandbox to imageDir (which must exist and be empty)
@@ -173,6 +197,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	stopped := watchPid(st.Pid)
 	defer stopped.Close()
 
+	lifted := liftForCheckpoint(id, r.cfg.KeepLimits, r.cfg.KeepMemoryLimit)
 	args := []string{"--image-path=" + imageDir, id}
 	cmd := r.command(ctx, r.bundleFlags(st.Bundle), "checkpoint", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -182,6 +207,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 			// then stays and a pending Wait reports ErrCheckpointed rather
 			// than a made-up exit.)
 			_ = os.Remove(mark)
+			_ = lifted.restore()
 		}
 		detail := string(out) + logTail(filepath.Join(st.Bundle, logFile))
 		return &Error{Subcommand: "checkpoint", Args: args, Err: ctxErr(ctx, err), Detail: detail}
@@ -195,6 +221,8 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	if _, err := r.run(ctx, "delete", "--force", id); err != nil && !isNotExist(err) {
 		return err
 	}
+	_ = removeCgroups(id) // see Kill (the driver's own cpu cgroup too)
+	r.markGone(id)
 	return checkImage(imageDir)
 }
 
@@ -243,14 +271,22 @@ func (r *Runtime) kill(ctx context.Context, id string, args ...string) error {
 
 // Kill sends SIGKILL, gives the sandbox a moment to exit (so that a
 // concurrent Wait sees the exit status), then deletes it with "runsc delete
-// --force". An absent sandbox is not an error.
+// --force". An absent sandbox is not an error; one that this driver has
+// deleted since it last started one with that ID (after a checkpoint, a
+// kill) is known absent without asking runsc.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
+	if r.isGone(id) {
+		return nil
+	}
 	st, err := r.state(ctx, id)
 	if err != nil {
 		return err
 	}
 	if st == nil {
 		r.markGone(id)
+		// What a create cut short (the daemon killed mid-boot) may have
+		// left; runsc only removes cgroups it made itself.
+		_ = removeCgroups(id)
 		return nil
 	}
 	// A paused sandbox would only see the signal once resumed: delete it
@@ -268,5 +304,8 @@ func (r *Runtime) Kill(ctx context.Context, id string) error {
 		return err
 	}
 	r.markGone(id)
+	// A cgroup still busy after a second is not worth failing the kill
+	// for: the sandbox is gone, and its next boot reuses the cgroup.
+	_ = removeCgroups(id)
 	return nil
 }

@@ -35,14 +35,34 @@ func pinNullNetns(rootDir string) error {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// The thread leaves the daemon's network namespace, so it stays
-		// locked and exits with this goroutine.
+		// The thread leaves the daemon's network namespace and goes back
+		// before it is unlocked. (Leaving it locked to die with the
+		// goroutine is not enough: if the goroutine ran on the main
+		// thread, which Go never ends, the main thread stayed in the empty
+		// namespace, and so did /proc/self/ns/net, which the network
+		// manager then took for the host's: its bridges and veths were
+		// looked for, and made, in the empty namespace. Seen as machines
+		// stopped at adoption after a restart, "veth pair ... is broken",
+		// and "no route to host" to freshly started machines.)
 		goruntime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return // the thread stays locked and is discarded
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			goruntime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
-		errc <- unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		merr := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(merr, fmt.Errorf("back to the daemon's network namespace: %w", err))
+			return // the thread stays locked and is discarded
+		}
+		goruntime.UnlockOSThread()
+		errc <- merr
 	}()
 	if err := <-errc; err != nil {
 		_ = os.Remove(path)

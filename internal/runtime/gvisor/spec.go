@@ -76,9 +76,9 @@ func ociSpec(spec runtime.Spec) *specs.Spec {
 	}
 }
 
-// ociProcess describes the sandbox's init process: root user, no terminal
-// (stdio goes to the console), the spec's args, env (with a default PATH)
-// and working directory.
+// ociProcess describes the sandbox's init process: the spec's user (root
+// by default), no terminal (stdio goes to the console), the spec's args,
+// env (with a default PATH) and working directory.
 func ociProcess(spec runtime.Spec) *specs.Process {
 	cwd := spec.Cwd
 	if cwd == "" {
@@ -86,7 +86,7 @@ func ociProcess(spec runtime.Spec) *specs.Process {
 	}
 	return &specs.Process{
 		Terminal: false,
-		User:     specs.User{UID: 0, GID: 0},
+		User:     specs.User{UID: spec.User.UID, GID: spec.User.GID, AdditionalGids: spec.User.AdditionalGIDs},
 		Args:     append([]string(nil), spec.Args...),
 		Env:      withDefaultPath(spec.Env),
 		Cwd:      cwd,

@@ -211,3 +211,19 @@ func TestLogTail(t *testing.T) {
 		t.Error("logTail of a missing file is not empty")
 	}
 }
+
+func TestCgroupCounter(t *testing.T) {
+	v1 := []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+	v2 := []byte("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n")
+	for _, c := range []struct {
+		data []byte
+		want int64
+	}{{v1, 2}, {v2, 1}} {
+		if n, ok := counter(c.data, "oom_kill"); !ok || n != c.want {
+			t.Errorf("oom_kill in %q = %d %v, want %d", c.data, n, ok, c.want)
+		}
+	}
+	if _, ok := counter([]byte("oom_kill_disable 0\n"), "oom_kill"); ok {
+		t.Error("oom_kill_disable read as oom_kill")
+	}
+}

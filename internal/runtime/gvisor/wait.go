@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,6 +42,9 @@ func (r *Runtime) state(ctx context.Context, id string) (*containerState, error)
 	var st containerState
 	if err := json.Unmarshal(out, &st); err != nil {
 		return nil, fmt.Errorf("gvisor: runsc state %s: parsing %q: %w", id, out, err)
+	}
+	if st.Pid > 0 && st.Status == string(runtime.StatusRunning) {
+		r.remember(id, st.Pid)
 	}
 	if st.Status != string(runtime.StatusStopped) && processExited(st.Pid) {
 		// runsc checks the sandbox with kill(pid, 0), which succeeds on a
@@ -103,7 +107,13 @@ type waitResult struct {
 //     runsc no longer knows the status;
 //   - ErrCheckpointed if the sandbox was checkpointed instead of exiting;
 //   - runtime.ErrNotFound if there is no such sandbox;
+//   - runtime.ErrClosed if Close ended the wait;
 //   - ctx's error if ctx ends first.
+//
+// The `runsc wait` process (~22 MiB) lives no longer than the wait, Close
+// or the daemon: it is killed when ctx ends or Close is called, and the
+// kernel kills it when the daemon dies (PR_SET_PDEATHSIG), so restarts do not
+// pile up one orphaned wait per running machine (issue 17, F10).
 func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
 	st, err := r.state(ctx, id)
 	if err != nil {
@@ -112,9 +122,19 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 	if st == nil {
 		return runtime.ExitStatus{}, fmt.Errorf("gvisor: wait %s: %w", id, runtime.ErrNotFound)
 	}
-	out, waitErr := r.run(ctx, "wait", id)
-	if ctx.Err() != nil {
+	// Every sandbox the daemon runs or adopts is waited on: this is where
+	// one restored by a daemon that died before applying its CPU quota
+	// (cgroup.go) gets it.
+	ensureCPUQuota(id, st.Bundle)
+	wctx, stop := context.WithCancel(ctx)
+	defer context.AfterFunc(r.closing, stop)()
+	defer stop()
+	out, waitErr := r.runWait(wctx, id)
+	switch {
+	case ctx.Err() != nil:
 		return runtime.ExitStatus{}, ctx.Err()
+	case wctx.Err() != nil:
+		return runtime.ExitStatus{}, fmt.Errorf("gvisor: wait %s: %w", id, runtime.ErrClosed)
 	}
 	// A checkpoint ends the sandbox as if its process had exited (status 0)
 	// or breaks runsc wait's connection: the marker tells them apart.
@@ -128,7 +148,20 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 	if err := json.Unmarshal(bytes.TrimSpace(out), &res); err != nil {
 		return runtime.ExitStatus{}, fmt.Errorf("gvisor: runsc wait %s: parsing %q: %w", id, out, err)
 	}
-	return exitStatus(res.ExitStatus), nil
+	es := exitStatus(res.ExitStatus)
+	// Read before Kill deletes the sandbox and its cgroup (issue 17, F16).
+	es.OOMKilled = es.Signal == "SIGKILL" && oomKilled(id)
+	return es, nil
+}
+
+// runWait runs "runsc wait id", which the kernel kills if the daemon dies.
+// Only the OS thread that forks it dying would also send the signal; Go ends
+// a thread only when a goroutine locked to it returns, and such a goroutine
+// never forks runsc.
+func (r *Runtime) runWait(ctx context.Context, id string) ([]byte, error) {
+	cmd := r.command(ctx, nil, "wait", id)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return output(ctx, cmd, "wait", []string{id})
 }
 
 // waitFailed decides what a failed "runsc wait" means: the sandbox stopped
@@ -140,7 +173,7 @@ func (r *Runtime) waitFailed(ctx context.Context, id string, waitErr error) (run
 		return runtime.ExitStatus{}, errors.Join(waitErr, err)
 	}
 	if st == nil || st.Status == string(runtime.StatusStopped) {
-		return runtime.ExitStatus{Code: -1}, nil
+		return runtime.ExitStatus{Code: -1, OOMKilled: oomKilled(id)}, nil
 	}
 	return runtime.ExitStatus{}, waitErr
 }

@@ -1,0 +1,71 @@
+package machine
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// SnapshotUsage is what snapshot images take on disk now.
+type SnapshotUsage struct {
+	// Images counts the image directories of every machine (sealed, being
+	// written, or claimed and not yet deleted).
+	Images int
+	// Bytes is the disk space their files take (allocated blocks), the
+	// trash of restored images waiting to be deleted included.
+	Bytes int64
+}
+
+// SnapshotUsage measures the snapshot images on disk. It walks the
+// machines' snapshot directories without taking any machine's lock, so a
+// suspend or resume running meanwhile may or may not be counted.
+func (m *Manager) SnapshotUsage() (SnapshotUsage, error) {
+	var u SnapshotUsage
+	dirs, err := filepath.Glob(filepath.Join(m.cfg.DataDir, "machines", "*", "snapshots", "*"))
+	if err != nil {
+		return u, err
+	}
+	trash, _ := filepath.Glob(filepath.Join(m.trashDir(), "*"))
+	for i, dir := range append(dirs, trash...) {
+		n, err := diskBytes(dir)
+		if err != nil {
+			return u, err
+		}
+		if i < len(dirs) {
+			u.Images++
+		}
+		u.Bytes += n
+	}
+	return u, nil
+}
+
+// diskBytes adds up the allocated blocks of the files under dir; files
+// deleted while it walks are skipped.
+func diskBytes(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	return total, err
+}
