@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -317,12 +318,10 @@ func TestRepair(t *testing.T) {
 			})
 		}},
 		{"address removed (runsc)", func(t *testing.T) {
+			dropAddress(t, a1)
 			withHandle(t, a1.NSPath, func(h *netlink.Handle) {
 				eth0, err := h.LinkByName(ifaceName)
 				if err != nil {
-					t.Fatal(err)
-				}
-				if err := h.AddrDel(eth0, &netlink.Addr{IPNet: ipNet(a1.IP, 24)}); err != nil {
 					t.Fatal(err)
 				}
 				if err := h.LinkSetDown(eth0); err != nil {
@@ -391,7 +390,7 @@ func TestConcurrentAttach(t *testing.T) {
 // subnets already routed on the host.
 func TestNewChecksRange(t *testing.T) {
 	requireRoot(t)
-	for _, r := range []string{"fd00::/64", "10.213.200.0/25", "8.8.0.0/16", "10.213.200.1/22"} {
+	for _, r := range []string{"fd00::/64", "10.219.200.0/25", "8.8.0.0/16", "10.219.200.1/22"} {
 		cfg := Config{Range: netip.MustParsePrefix(r), StateDir: t.TempDir()}
 		if _, err := New(cfg); !errors.Is(err, ErrInvalid) {
 			t.Errorf("New with Range %s: %v, want ErrInvalid", r, err)
@@ -416,22 +415,22 @@ func TestNewChecksRange(t *testing.T) {
 		})
 	}
 	// A bridge of ours left behind (state lost): tolerated, its subnet skipped.
-	addLink(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "tpb-0ad5c8", TxQLen: -1}}, "10.213.200.1/24")
+	addLink(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "tpb-0adbc8", TxQLen: -1}}, "10.219.200.1/24")
 	m := newManager(t, cfg)
 	a := attach(t, m, "a-"+uniq(t), "m-"+uniq(t))
-	if a.Prefix.Masked() != netip.MustParsePrefix("10.213.201.0/24") {
-		t.Errorf("allocated %s, want 10.213.201.0/24 (10.213.200.0/24 is in use on the host)", a.Prefix.Masked())
+	if a.Prefix.Masked() != netip.MustParsePrefix("10.219.201.0/24") {
+		t.Errorf("allocated %s, want 10.219.201.0/24 (10.219.200.0/24 is in use on the host)", a.Prefix.Masked())
 	}
 	m.Close()
 
 	// A foreign interface in the range: refused.
-	addLink(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "foreign0", TxQLen: -1}}, "10.213.203.7/24")
+	addLink(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "foreign0", TxQLen: -1}}, "10.219.203.7/24")
 	_, err := New(cfg)
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("New with a host route in the range: %v, want ErrInvalid", err)
 	}
 	t.Logf("refused as expected: %v", err)
-	cfg.Range = netip.MustParsePrefix("10.214.0.0/16")
+	cfg.Range = netip.MustParsePrefix("10.218.0.0/16")
 	if _, err := New(cfg); err == nil {
 		t.Fatalf("New with a Range that excludes persisted allocations: no error")
 	} else {
@@ -466,8 +465,8 @@ func TestRealHost(t *testing.T) {
 				netlink.LinkDel(l)
 			}
 		}
-		if l, _ := netlink.LinkByName(vethName(id)); l != nil {
-			t.Errorf("veth %s left on the host; deleting", vethName(id))
+		if l, _ := netlink.LinkByName(vethName("", id)); l != nil {
+			t.Errorf("veth %s left on the host; deleting", vethName("", id))
 			netlink.LinkDel(l)
 		}
 	})
@@ -475,4 +474,75 @@ func TestRealHost(t *testing.T) {
 	checkWired(t, "/proc/self/ns/net", a)
 	srv := listen(t, a.NSPath, a.IP)
 	mustReach(t, "/proc/self/ns/net", srv)
+}
+
+// TestAdoptLeavesTheNamespaceAlone: adopting a running machine (issue 17,
+// F1) repairs the host side but never puts eth0's address back, which runsc
+// --network=sandbox has taken out of the kernel; it refuses what it cannot
+// repair without cutting the sandbox off.
+func TestAdoptLeavesTheNamespaceAlone(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t)
+	m := newManager(t, cfg)
+	u := uniq(t)
+	a := attach(t, m, "a-"+u, "a1-"+u)
+	dropAddress(t, a) // what runsc does at start: the address (and its routes) leave the kernel
+	// Something broke on the host side while the daemon was down.
+	withHandle(t, cfg.HostNetns, func(h *netlink.Handle) {
+		veth, err := h.LinkByName(a.HostVeth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetNoMaster(veth); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetDown(veth); err != nil {
+			t.Fatal(err)
+		}
+	})
+	got, err := m.Adopt(context.Background(), a.App, a.MachineID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.IP != a.IP || got.NSPath != a.NSPath {
+		t.Fatalf("Adopt = %+v, Attach gave %+v", got, a)
+	}
+	if v := inspect(t, a); len(v.addrs) != 0 || len(v.gateways) != 0 {
+		t.Fatalf("Adopt put eth0's address or route back in the namespace: %v via %v", v.addrs, v.gateways)
+	}
+	withHandle(t, cfg.HostNetns, func(h *netlink.Handle) {
+		br, _ := h.LinkByName(a.Bridge)
+		veth, err := h.LinkByName(a.HostVeth)
+		if err != nil || br == nil || veth.Attrs().MasterIndex != br.Attrs().Index || veth.Attrs().Flags&net.FlagUp == 0 {
+			t.Fatalf("Adopt did not put %s back up on %s (%v)", a.HostVeth, a.Bridge, err)
+		}
+	})
+
+	if _, err := m.Adopt(context.Background(), "other-"+u, a.MachineID); !errors.Is(err, ErrOtherApp) {
+		t.Fatalf("Adopt for another app = %v, want ErrOtherApp", err)
+	}
+	if _, err := m.Adopt(context.Background(), a.App, "nope-"+u); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Adopt of a machine with no allocation = %v, want ErrInvalid", err)
+	}
+	if err := deleteNetns(a.NSPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Adopt(context.Background(), a.App, a.MachineID); err == nil {
+		t.Fatal("Adopt of a machine whose namespace is gone succeeded")
+	}
+}
+
+// dropAddress removes eth0's address in a's namespace, as runsc
+// --network=sandbox does when it takes the interface over.
+func dropAddress(t *testing.T, a Attachment) {
+	t.Helper()
+	withHandle(t, a.NSPath, func(h *netlink.Handle) {
+		eth0, err := h.LinkByName(ifaceName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.AddrDel(eth0, &netlink.Addr{IPNet: ipNet(a.IP, 24)}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
