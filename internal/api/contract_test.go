@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -50,6 +51,16 @@ func newContract(t *testing.T) *contract {
 	}
 	mgr := apitest.NewManager(t, nil)
 	return &contract{t: t, mgr: mgr, h: apitest.Local(api.New(mgr, api.Config{}, nil)), doc: doc, router: router, covered: map[string]bool{}}
+}
+
+// newVolumeContract is newContract with the real volume manager behind the
+// volume routes (sparse ext4 files; mounting them needs root).
+func newVolumeContract(t *testing.T) *contract {
+	t.Helper()
+	c := newContract(t)
+	c.mgr = apitest.NewManagerWithVolumes(t, nil)
+	c.h = apitest.Local(api.New(c.mgr, api.Config{Volumes: c.mgr.Volumes}, nil))
+	return c
 }
 
 // exchange is one request as a Fly client sends it and the status it must get.
@@ -165,8 +176,9 @@ const flyLaunch = `{"config":{"env":{"PORT":"8080","PRIMARY_REGION":"ord"},"init
 	`"region":"ord","name":"web-1","skip_secrets":false,"min_secrets_version":3}`
 
 // TestFlyClientContract drives every endpoint of Fly's spec (the volume
-// endpoints excepted: their own tests drive them, with a real volume edge) and the ones fly-go
-// calls beyond it, as fly-go sends them, in the order a deploy does.
+// endpoints excepted: TestFlyClientVolumeContract drives them, with a real
+// volume edge) and the ones fly-go calls beyond it, as fly-go sends them, in
+// the order a deploy does.
 func TestFlyClientContract(t *testing.T) {
 	t.Parallel()
 	c := newContract(t)
@@ -344,6 +356,93 @@ func TestFlyClientContract(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("operations of Fly's spec not exercised: %s", strings.Join(missing, ", "))
+	}
+}
+
+// TestFlyClientVolumeContract drives the volume endpoints of Fly's spec as
+// flyctl's volume commands and a deploy with [mounts] use them, against the
+// real volume manager, each exchange validated against the spec.
+func TestFlyClientVolumeContract(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a mount loop-mounts the volume")
+	}
+	t.Parallel()
+	c := newVolumeContract(t)
+	c.do(exchange{method: "POST", target: "/v1/apps?wait=true", body: `{"name":"vol-app","org_slug":"personal"}`, want: 201})
+	base := "/v1/apps/vol-app/volumes"
+
+	// fly volumes create pg_data --size 1 --region ord, as fly-go sends it
+	// (CreateVolumeRequest with its pointers set, compute from --vm-*).
+	create := `{"name":"pg_data","region":"ord","size_gb":1,"encrypted":true,"require_unique_zone":true,` +
+		`"unique_zone_app_wide":false,"compute":{"cpu_kind":"shared","cpus":1,"memory_mb":256},` +
+		`"snapshot_retention":5,"fstype":"ext4"}`
+	vol := decode[map[string]any](t, c.do(exchange{method: "POST", target: base, body: create, want: 200}))
+	id, _ := vol["id"].(string)
+	if !strings.HasPrefix(id, "vol_") || vol["name"] != "pg_data" || vol["size_gb"] != 1.0 || vol["state"] != "created" ||
+		vol["attached_machine_id"] != nil || vol["blocks"] == nil || vol["fstype"] != "ext4" {
+		t.Fatalf("created volume %v", vol)
+	}
+	// A second of the same name is allowed on Fly (names are not unique).
+	other := decode[map[string]any](t, c.do(exchange{method: "POST", target: base, body: `{"name":"pg_data","size_gb":1}`, want: 200}))
+	vpath := base + "/" + id
+	if vs := decode[[]map[string]any](t, c.do(exchange{method: "GET", target: base, want: 200})); len(vs) != 2 {
+		t.Errorf("list: %d volumes, want 2", len(vs))
+	}
+	got := decode[map[string]any](t, c.do(exchange{method: "GET", target: vpath, want: 200}))
+	if got["id"] != id || got["blocks_avail"] == nil {
+		t.Errorf("get %v", got)
+	}
+
+	// fly volumes update --snapshot-retention / --scheduled-snapshots: the
+	// spec's POST and fly-go's PUT.
+	upd := decode[map[string]any](t, c.do(exchange{method: "POST", target: vpath, body: `{"snapshot_retention":7}`, want: 200}))
+	if upd["snapshot_retention"] != 7.0 {
+		t.Errorf("update answered %v", upd)
+	}
+	c.do(exchange{method: "PUT", target: vpath, body: `{"snapshot_retention":7,"auto_backup_enabled":false}`, want: 200, flyGoOnly: true})
+
+	// A machine mounts it: the volume says where it is attached.
+	mc := decode[map[string]any](t, c.do(exchange{method: "POST", target: "/v1/apps/vol-app/machines",
+		body: `{"config":{"image":"base","init":{"exec":["/app"]},"mounts":[{"volume":"` + id + `","path":"/data","name":"pg_data"}]},"region":"ord"}`, want: 200}))
+	mid := mc["id"].(string)
+	attached := decode[map[string]any](t, c.do(exchange{method: "GET", target: vpath, want: 200}))
+	if attached["attached_machine_id"] != mid || attached["state"] != "created" {
+		t.Errorf("volume of a running machine %v, want attached to %s", attached, mid)
+	}
+	c.do(exchange{method: "DELETE", target: vpath, want: 409})
+
+	// fly volumes extend --size 2: the spec's PUT and fly-go's POST... both ways.
+	ext := decode[map[string]any](t, c.do(exchange{method: "PUT", target: vpath + "/extend", body: `{"size_gb":2}`, want: 200}))
+	if v, _ := ext["volume"].(map[string]any); v == nil || v["size_gb"] != 2.0 {
+		t.Errorf("extend answered %v", ext)
+	}
+	c.do(exchange{method: "PUT", target: vpath + "/extend", body: `{"size_gb":1}`, want: 400}) // shrinking
+	c.do(exchange{method: "GET", target: vpath + "/snapshots", want: 404})
+
+	// Destroying the machine keeps the data and frees the volume.
+	c.do(exchange{method: "DELETE", target: "/v1/apps/vol-app/machines/" + mid + "?force=true", want: 200})
+	freed := decode[map[string]any](t, c.do(exchange{method: "GET", target: vpath, want: 200}))
+	if freed["attached_machine_id"] != nil || freed["size_gb"] != 2.0 {
+		t.Errorf("volume after its machine's destroy %v", freed)
+	}
+	gone := decode[map[string]any](t, c.do(exchange{method: "DELETE", target: vpath, want: 200}))
+	if gone["id"] != id || gone["state"] != "destroyed" {
+		t.Errorf("destroy answered %v", gone)
+	}
+	c.do(exchange{method: "DELETE", target: base + "/" + other["id"].(string), want: 200})
+	c.do(exchange{method: "GET", target: vpath, want: 404})
+
+	var missing []string
+	for path, item := range c.doc.Paths.Map() {
+		for method := range item.Operations() {
+			if strings.HasPrefix(path, "/apps/{app_name}/volumes") && !strings.HasSuffix(path, "/snapshots") && !c.covered[method+" "+path] {
+				missing = append(missing, method+" "+path)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		t.Errorf("volume operations of Fly's spec not exercised: %s", strings.Join(missing, ", "))
 	}
 }
 

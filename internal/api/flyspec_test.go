@@ -40,7 +40,7 @@ var flyGoAdditions = map[string][]string{
 // that its validation would otherwise refuse: Kill sends the signal as a
 // number, autostop may be "suspend", force_instance_key null, a lease
 // request has no body, waits name the states "suspended" and "settled",
-// errors may say "name_taken".
+// errors may say "name_taken", a volume's attachments may be null.
 var flyGoSpec = sync.OnceValues(func() (*openapi3.T, error) {
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromFile(flySpecFile)
@@ -58,6 +58,11 @@ var flyGoSpec = sync.OnceValues(func() (*openapi3.T, error) {
 	service := schemas["api.MachineService"].Value
 	service.Properties["autostop"] = anything()
 	service.Properties["force_instance_key"].Value.Nullable = true
+	// fly-go's Volume has *string attachments and IsAttached tests them
+	// against nil: an unattached volume must say null (or nothing), never "".
+	for _, f := range []string{"attached_machine_id", "attached_alloc_id"} {
+		schemas["Volume"].Value.Properties[f].Value.Nullable = true
+	}
 	status := schemas["main.statusCode"].Value
 	status.Enum = append(status.Enum, "name_taken")
 	// fly-go's AcquireLease and RefreshLease give the ttl in the query and no body.

@@ -19,9 +19,9 @@ type Volumes interface {
 	Destroy(ctx context.Context, app, id string) (model.Volume, error)
 }
 
-// volumeRoutes registers the volume endpoints (Fly's paths). Update and
-// extend take PUT, as Fly's clients send them, and POST, as its OpenAPI
-// document has them.
+// volumeRoutes registers the volume endpoints (Fly's paths). Update takes
+// POST, as Fly's OpenAPI document has it, and PUT, as fly-go sends it;
+// extend takes PUT (both) and POST.
 func (s *server) volumeRoutes(mux *http.ServeMux) {
 	const volume = "/v1/apps/{app}/volumes/{id}"
 	s.handle(mux, "POST /v1/apps/{app}/volumes", s.createVolume)
