@@ -462,3 +462,78 @@ func (w *stallWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// TestImageTagMovesOnlyOnUpdate is the image-changed path on the real
+// runsc: a machine created from a tag keeps its digest when the tag moves
+// on. A stop and a cold start run the pinned image, a suspend resumes on
+// it, and only an update with the same tag deploys the new digest (a cold
+// start that discards the snapshot, the event naming the digest).
+func TestImageTagMovesOnlyOnUpdate(t *testing.T) {
+	d := newParallelDaemon(t)
+	c := ctx(t)
+	v1img := appImage(t)
+	cf := mustConfig(t, v1img, "amd64")
+	for i, e := range cf.Config.Env {
+		if strings.HasPrefix(e, "FROM_IMAGE=") {
+			cf.Config.Env[i] = "FROM_IMAGE=v2"
+		}
+	}
+	v2img, err := mutate.ConfigFile(v1img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := v1img.Digest()
+	d2, _ := v2img.Digest()
+	ref := registry.Ref(fmt.Sprintf("%s/moving:latest", d.app))
+	if err := registry.Push(c, ref, v1img); err != nil {
+		t.Fatal(err)
+	}
+	cfg := model.MachineConfig{Image: ref, Guest: model.Guest{CPUs: 1, MemoryMB: 256}}
+	m := d.create(cfg)
+	if err := registry.Push(c, ref, v2img); err != nil {
+		t.Fatal(err)
+	}
+	var st imageAppState
+	check := func(step, want, digest string) {
+		t.Helper()
+		d.getJSON(m, &st)
+		if st.FromImage != want || !strings.HasSuffix(st.ImageRef, "@"+digest) || d.get(m.ID).ImageRef.Digest != digest {
+			t.Fatalf("%s: the app runs %q (FLY_IMAGE_REF %s), the machine pins %s; want %s on %s",
+				step, st.FromImage, st.ImageRef, d.get(m.ID).ImageRef.Digest, want, digest)
+		}
+	}
+	check("created", "yes", d1.String())
+	if err := d.c.Stop(c, d.app, m.ID, model.StopRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := d.start(m.ID); resp.FromSnapshot {
+		t.Fatal("a stopped machine resumed")
+	}
+	check("cold start after the tag moved", "yes", d1.String())
+	d.suspend(m.ID)
+	if resp := d.start(m.ID); !resp.FromSnapshot {
+		t.Fatalf("resume on the pinned image cold-started: %+v", d.event(m.ID, model.EventResume).Request)
+	}
+	check("resume", "yes", d1.String())
+
+	d.suspend(m.ID)
+	up, err := d.c.UpdateMachine(c, d.app, m.ID, model.UpdateMachineRequest{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.ImageRef.Digest != d2.String() {
+		t.Fatalf("update with the same tag pinned %s, want the new %s", up.ImageRef.Digest, d2)
+	}
+	if got := d.event(m.ID, model.EventUpdate).Field("image_digest"); got != d2.String() {
+		t.Errorf("update event image_digest %v, want %s", got, d2)
+	}
+	if up.State != model.StateStarted {
+		if resp := d.start(m.ID); resp.FromSnapshot {
+			t.Fatal("the update's machine resumed the old image's snapshot")
+		}
+	}
+	check("after the update", "v2", d2.String())
+	if dirs := d.snapshotDirs(m.ID); len(dirs) != 0 {
+		t.Errorf("snapshots left after the update: %v", dirs)
+	}
+}
