@@ -48,6 +48,12 @@ func runEtcdMember(spec string) {
 	cfg.ClusterState = embed.ClusterStateFlagNew
 	cfg.LogLevel = "error"
 	cfg.TickMs, cfg.ElectionMs = 50, 500
+	// No fsync (the members' data is on tmpfs, see startEtcd): on this
+	// shared host other tests write and fsync gigabytes of snapshots, and
+	// a WAL fsync stuck behind them stalled every lease renewal past the
+	// 3 s TTL at once (TestClusterCreateAndRoute, all three hosts fenced).
+	// The tests are about torpor's use of etcd, not etcd's durability.
+	cfg.UnsafeNoFsync = true
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "etcd member:", err)
@@ -83,7 +89,7 @@ type etcdCluster struct {
 
 func startEtcd(t testing.TB) *etcdCluster {
 	t.Helper()
-	dir := t.TempDir()
+	dir := shmTempDir(t)
 	ec := &etcdCluster{t: t}
 	var initial []string
 	type urls struct{ client, peer string }
@@ -125,6 +131,18 @@ func startEtcd(t testing.TB) *etcdCluster {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// shmTempDir is a temporary directory on /dev/shm (memory), or else the
+// test's own.
+func shmTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "torpor-etcd-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func (ec *etcdCluster) start(i int) {
