@@ -66,10 +66,14 @@ type Config struct {
 	RestartBackoff     time.Duration
 	RestartBackoffMax  time.Duration
 	RestartStableAfter time.Duration
-	SyncSnapshots      bool   // flush snapshots before reporting suspended (machine.Config)
-	BackgroundRestore  bool   // load a resumed machine's pages in the background (gvisor.Config)
-	NetworkRange       string // private range for machine addresses; "" disables networking
-	Proxy              proxy.Config
+	SyncSnapshots      bool // flush snapshots before reporting suspended (machine.Config)
+	BackgroundRestore  bool // load a resumed machine's pages in the background (gvisor.Config)
+	// HostHugePages sets the host's shmem huge page policy from "never" to
+	// "advise" at start, so that runsc backs machine memory with huge pages
+	// (gvisor.EnableShmemHugePages; --host-huge-pages).
+	HostHugePages bool
+	NetworkRange  string // private range for machine addresses; "" disables networking
+	Proxy         proxy.Config
 	// Images configures pulls and unpacking of OCI images (--insecure-registry,
 	// --image-max-*, --share-registry-credentials).
 	Images  ImagesConfig

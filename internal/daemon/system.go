@@ -86,6 +86,7 @@ type System struct {
 // runtimes are the sandbox drivers a daemon can run machines with, by name.
 var runtimes = map[string]func(Config) (runtime.Runtime, func() error, error){
 	"gvisor": func(cfg Config) (runtime.Runtime, func() error, error) {
+		hugePages(cfg)
 		rt, err := gvisor.New(gvisor.Config{RunscPath: cfg.RunscPath, RootDir: filepath.Join(cfg.DataDir, "runsc"),
 			ExtraFlags: []string{guestapi.RunscFlag}, BackgroundRestore: cfg.BackgroundRestore})
 		if err != nil {
@@ -93,6 +94,32 @@ var runtimes = map[string]func(Config) (runtime.Runtime, func() error, error){
 		}
 		return rt, rt.Close, nil
 	},
+}
+
+// hugePages applies cfg.HostHugePages and says when machine memory cannot
+// use huge pages (see gvisor/hugepages.go for what they buy).
+func hugePages(cfg Config) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	path := gvisor.ShmemEnabledPath
+	policy, err := gvisor.ShmemHugePages(path)
+	if err == nil && cfg.HostHugePages {
+		var before string
+		before, policy, err = gvisor.EnableShmemHugePages(path)
+		if err == nil && before != policy {
+			log.Info("set the host's shmem huge page policy so that machine memory can use huge pages (--host-huge-pages=false leaves it)",
+				"file", path, "was", before, "now", policy)
+		}
+	}
+	switch {
+	case err != nil:
+		log.Warn("machine memory may not use huge pages", "err", err)
+	case !gvisor.HugePagesGranted(policy):
+		log.Warn("machine memory cannot use huge pages: checkpoints and restores of large machines are slower (docs/benchmarks.md)",
+			"file", path, "policy", policy)
+	}
 }
 
 // RuntimeNames lists the names Config.Runtime accepts.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,10 @@ type restoreMode struct {
 	keepLimits bool // Config.KeepLimits: checkpoint and restore under the quota
 	keepMemory bool // Config.KeepMemoryLimit: checkpoint under the memory limit
 	ahead      bool // "runsc create" before "runsc restore" with the same ID
+	// hugePages: the host lets shmem use transparent huge pages
+	// (shmem_enabled "advise", which runsc's -app-huge-pages needs) for
+	// the checkpoint and the restore; else "never".
+	hugePages bool
 }
 
 var restoreModes = []restoreMode{
@@ -32,6 +37,8 @@ var restoreModes = []restoreMode{
 	{name: "CPU quota lifted, memory limit kept", keepMemory: true},
 	{name: "limits lifted (now)"},
 	{name: "limits lifted, sandbox created ahead", ahead: true},
+	{name: "limits lifted, huge pages", hugePages: true},
+	{name: "limits lifted, huge pages, created ahead", hugePages: true, ahead: true},
 }
 
 // BenchmarkRestoreModes compares, in one run and in alternation, for a
@@ -44,8 +51,20 @@ var restoreModes = []restoreMode{
 // (the page cache kept it, or the seal reads the disk), the restore command
 // and the restore until the app's next output.
 //
-//	TORPOR_INTEGRATION=1 go test -run '^$' -bench BenchmarkRestoreModes -benchtime 5x ./internal/runtime/gvisor/
+//	TORPOR_INTEGRATION=1 go test -v -run '^$' -bench BenchmarkRestoreModes -benchtime 5x ./internal/runtime/gvisor/
+//
+// TORPOR_RESTORE_MODES, a regular expression, keeps only the modes whose
+// names it matches (e.g. 'now|huge pages$').
 func BenchmarkRestoreModes(b *testing.B) {
+	modes := restoreModes
+	if re := os.Getenv("TORPOR_RESTORE_MODES"); re != "" {
+		modes = nil
+		for _, m := range restoreModes {
+			if regexp.MustCompile(re).MatchString(m.name) {
+				modes = append(modes, m)
+			}
+		}
+	}
 	type cell struct{ checkpoint, reread, restore, output []time.Duration }
 	type row struct {
 		name  string
@@ -59,15 +78,15 @@ func BenchmarkRestoreModes(b *testing.B) {
 		{"320MiB-machine/heap64", 320, 64},
 		{"1280MiB-machine/heap1024", 1280, 1024},
 	} {
-		r := &row{name: bc.name, cells: make([]cell, len(restoreModes))}
+		r := &row{name: bc.name, cells: make([]cell, len(modes))}
 		rows = append(rows, r)
 		b.Run(bc.name, func(b *testing.B) {
 			rt := newTestRuntime(b)
 			for i := 0; i < b.N; i++ {
-				for j := range restoreModes {
-					k := (i + j) % len(restoreModes) // rotate the order
+				for j := range modes {
+					k := (i + j) % len(modes) // rotate the order
 					c := &r.cells[k]
-					ck, rr, rs, out := restoreModeOnce(b, rt, restoreModes[k], fastHeapApp(bc.mib), bc.memMB)
+					ck, rr, rs, out := restoreModeOnce(b, rt, modes[k], fastHeapApp(bc.mib), bc.memMB)
 					c.checkpoint, c.reread = append(c.checkpoint, ck), append(c.reread, rr)
 					c.restore, c.output = append(c.restore, rs), append(c.output, out)
 				}
@@ -81,7 +100,7 @@ func BenchmarkRestoreModes(b *testing.B) {
 			if len(c.restore) == 0 {
 				continue
 			}
-			fmt.Fprintf(&sb, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d |\n", r.name, restoreModes[k].name,
+			fmt.Fprintf(&sb, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d |\n", r.name, modes[k].name,
 				median(c.checkpoint), median(c.reread), median(c.restore), median(c.output), len(c.restore))
 		}
 	}
@@ -94,6 +113,7 @@ func restoreModeOnce(b *testing.B, rt *Runtime, mode restoreMode, app string, me
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rt.cfg.KeepLimits, rt.cfg.KeepMemoryLimit = mode.keepLimits, mode.keepMemory
+	setShmemHugePages(b, mode.hugePages)
 	con := newConsole(b)
 	spec := newSpec(b, rt, "bench-modes", con.path, app)
 	spec.MemoryMB = memMB
@@ -194,4 +214,28 @@ func readDir(b *testing.B, dir string) {
 		}
 		f.Close()
 	}
+}
+
+const shmemEnabled = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+// setShmemHugePages sets the host's shmem huge page policy to "advise"
+// (on) or "never" (off) and puts the original back when the benchmark ends.
+func setShmemHugePages(b *testing.B, on bool) {
+	b.Helper()
+	orig, err := os.ReadFile(shmemEnabled)
+	if err != nil {
+		b.Skipf("no transparent huge pages: %v", err)
+	}
+	cur := string(orig)
+	if i, j := strings.IndexByte(cur, '['), strings.IndexByte(cur, ']'); i >= 0 && j > i {
+		cur = cur[i+1 : j]
+	}
+	want := map[bool]string{true: "advise", false: "never"}[on]
+	if cur == want {
+		return
+	}
+	if err := os.WriteFile(shmemEnabled, []byte(want), 0o644); err != nil {
+		b.Fatalf("setting %s to %s: %v", shmemEnabled, want, err)
+	}
+	b.Cleanup(func() { os.WriteFile(shmemEnabled, []byte(cur), 0o644) })
 }
