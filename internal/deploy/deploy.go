@@ -141,6 +141,8 @@ const (
 	pollEvery       = 200 * time.Millisecond
 	defaultDrain    = time.Second
 	rollbackWait    = time.Minute
+	// interruptedRollback bounds the rollback of an interrupted deploy.
+	interruptedRollback = 2 * time.Minute
 )
 
 // deployment is one run of Deploy or Scale.
@@ -325,6 +327,17 @@ func (d *deployment) deploy(strategy string) error {
 		}
 		changed = append(changed, done...)
 		if err != nil {
+			if d.ctx.Err() != nil {
+				// Interrupted (Ctrl-C, a cancelled caller): the machines
+				// changed so far, the one in flight cordoned, are rolled
+				// back all the same, with a bound of their own.
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), interruptedRollback)
+				defer cancel()
+				d.ctx = ctx
+				d.emit("", g, "rollback", "interrupted: rolling back what this deploy changed (at most %s)", interruptedRollback)
+				d.rollback(changed)
+				return fmt.Errorf("deploy of %s release %d was interrupted and rolled back: %w", d.app, d.res.Release, err)
+			}
 			d.rollback(changed)
 			return fmt.Errorf("deploy of %s release %d failed and was rolled back: %w", d.app, d.res.Release, err)
 		}

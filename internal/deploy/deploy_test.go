@@ -259,6 +259,63 @@ func TestRollingFailureRollsBack(t *testing.T) {
 	}
 }
 
+// interruptingUpdates cancels the deploy (as Ctrl-C does) during the
+// update of machine id, after others went through.
+type interruptingUpdates struct {
+	*client.Client
+	id     string
+	cancel context.CancelFunc
+}
+
+func (f interruptingUpdates) UpdateMachine(ctx context.Context, app, id string, req model.UpdateMachineRequest) (model.Machine, error) {
+	if id == f.id && req.Config.Env["V"] == "new" {
+		f.cancel()
+		<-ctx.Done()
+		return model.Machine{}, ctx.Err()
+	}
+	return f.Client.UpdateMachine(ctx, app, id, req)
+}
+
+// TestInterruptedDeployRollsBack: a deploy interrupted halfway (Ctrl-C)
+// rolls back what it changed and uncordons the machine it was changing,
+// which would otherwise get no traffic from the proxy; the app lease is
+// released.
+func TestInterruptedDeployRollsBack(t *testing.T) {
+	c := serve(t)
+	ctx := context.Background()
+	one := strings.Replace(doc("old"), "[http_service]", "[deploy]\n  max_unavailable = 1\n[http_service]", 1)
+	if _, err := deploy.Deploy(ctx, c, parse(t, one), fast(deploy.Options{})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deploy.Scale(ctx, c, "web", "", 2, fast(deploy.Options{})); err != nil {
+		t.Fatal(err)
+	}
+	before := machines(t, c)
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var phases []string
+	opts := fast(deploy.Options{Progress: func(e deploy.Event) { phases = append(phases, e.Phase+": "+e.Msg) }})
+	res, err := deploy.Deploy(dctx, interruptingUpdates{c, before[1].ID, cancel},
+		parse(t, strings.Replace(one, `V = "old"`, `V = "new"`, 1)), opts)
+	if err == nil || !res.RolledBack || !strings.Contains(err.Error(), "interrupted and rolled back") {
+		t.Fatalf("interrupted deploy: %+v, %v", res, err)
+	}
+	if !strings.Contains(strings.Join(phases, "\n"), "interrupted: rolling back") {
+		t.Errorf("progress does not say it rolls back: %v", phases)
+	}
+	for _, m := range machines(t, c) {
+		if m.Config.Env["V"] != "old" || m.State != model.StateStarted || m.Cordoned {
+			t.Errorf("machine %s after the interrupted deploy: %v %s cordoned=%v", m.ID, m.Config.Env, m.State, m.Cordoned)
+		}
+	}
+	if len(res.Warnings) != 0 {
+		t.Errorf("rollback warnings: %v", res.Warnings)
+	}
+	if _, err := deploy.Deploy(ctx, c, parse(t, one), fast(deploy.Options{})); err != nil {
+		t.Fatalf("the next deploy: %v", err)
+	}
+}
+
 func TestBlueGreenAndImmediateAndCanary(t *testing.T) {
 	c := serve(t)
 	ctx := context.Background()
