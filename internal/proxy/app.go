@@ -106,6 +106,41 @@ func (a *app) update(ms []model.Machine, version uint64, now time.Time, warm tim
 	return out
 }
 
+// apply records the state the machine layer has just committed for m (see
+// Proxy.MachineChanged) and returns what it means for the connections to
+// the machine, as update does. A machine the proxy does not know yet, or
+// is stopping or suspending itself (busy: it records the outcome), is left
+// to the next list. The version is bumped, so that a list taken before the
+// change is not applied over it.
+func (a *app) apply(m model.Machine, now time.Time, warm time.Duration) []stranded {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.machines[m.ID]
+	if b == nil || b.busy || b.m.State == m.State {
+		return nil
+	}
+	a.version++
+	a.broadcast()
+	if m.State == model.StateDestroying || m.State == model.StateDestroyed {
+		delete(a.machines, m.ID)
+		return []stranded{{id: m.ID}}
+	}
+	// Only the state: the rest of the proxy's copy (e.g. the host that
+	// a cluster's list names) comes from the lists.
+	next := b.m
+	next.State = m.State
+	var out []stranded
+	if s, ok := b.strandedBy(next); ok {
+		out = append(out, s)
+	}
+	if next.State == model.StateStarted {
+		b.lastActive = now
+		b.warmUntil = now.Add(warm)
+	}
+	b.m = next
+	return out
+}
+
 // stranded is a machine taken out of service under the proxy's feet: its
 // connections are closed, or, if rescue, the machine is woken so that the
 // requests and connections in flight to it are served (issue 17, F9).

@@ -592,3 +592,40 @@ func TestRequestDuringAutostopWakesAgain(t *testing.T) {
 		t.Errorf("Start called %d times, want 1", n)
 	}
 }
+
+// TestStopThroughTheAPIIsSeenAtOnce: a machine the proxy woke (so warm) is
+// stopped by someone else; once the machine layer reports the change
+// (MachineChanged, which the daemon calls before the stop returns), the
+// proxy sees it stopped without waiting for a reconcile, and the next
+// request wakes it again instead of going to the dead address (the
+// soak's proxied cold starts: "no route to host", dial timeouts, or no
+// answer while the dial to the stopped machine was retried).
+func TestStopThroughTheAPIIsSeenAtOnce(t *testing.T) {
+	f := newFleet(t)
+	hp := freePort(t)
+	f.add("app1", "m1", model.StateStopped, false, service(hp))
+	// No reconcile during the test but the first: what the proxy knows
+	// of the stop is what MachineChanged told it.
+	p, _ := startProxy(t, f, Config{RefreshInterval: time.Hour})
+	c := client(t)
+	if code, body := get(t, c, at(hp, "/")); code != 200 || body != "m1" {
+		t.Fatalf("first request: %d %q", code, body)
+	}
+	c.CloseIdleConnections()
+	for round := 1; round <= 3; round++ {
+		if err := f.Stop(context.Background(), "app1", "m1", model.StopRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		p.MachineChanged(model.Change{Machine: model.Machine{ID: "m1", App: "app1", State: model.StateStopped}, From: model.StateStarted})
+		if st, _ := p.app("app1").stateOf("m1"); st != model.StateStopped {
+			t.Fatalf("round %d: right after the change the proxy sees the machine %s", round, st)
+		}
+		if code, body := get(t, c, at(hp, "/")); code != 200 || body != "m1" {
+			t.Fatalf("round %d: request after the stop: %d %q", round, code, body)
+		}
+		if n := f.count(f.starts, "m1"); n != round+1 {
+			t.Fatalf("round %d: Start called %d times, want %d", round, n, round+1)
+		}
+		c.CloseIdleConnections()
+	}
+}
