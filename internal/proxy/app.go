@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -240,7 +241,15 @@ func (a *app) available(b *backend, port int) bool {
 
 // pick returns the least loaded routable machine for port that is under its
 // hard limit, and whether it is at or over its soft limit. Call with mu held.
+//
+// Machines equally loaded are picked at random, each as likely as the
+// other. Taking the first one in map order was far from that: a Go map
+// of a few entries starts its iteration at a random slot of 8, so of two
+// machines the one in the first slot came first 7 times in 8, and
+// sequential requests (a load of 0 each time) all went to one machine
+// now and then (TestChecksDecideWhereTheProxyRoutes: 40 of 40 once).
 func (a *app) pick(port int) (best *backend, overSoft bool) {
+	ties := 0
 	for _, b := range a.machines {
 		if !a.routable(b, port) {
 			continue
@@ -249,8 +258,14 @@ func (a *app) pick(port int) (best *backend, overSoft bool) {
 		if lim.hard > 0 && b.load[port] >= lim.hard {
 			continue
 		}
-		if best == nil || b.load[port] < best.load[port] {
-			best = b
+		switch {
+		case best == nil || b.load[port] < best.load[port]:
+			best, ties = b, 1
+		case b.load[port] == best.load[port]:
+			ties++
+			if rand.IntN(ties) == 0 { // each of the ties kept with chance 1/ties
+				best = b
+			}
 		}
 	}
 	if best == nil {

@@ -629,3 +629,31 @@ func TestStopThroughTheAPIIsSeenAtOnce(t *testing.T) {
 		c.CloseIdleConnections()
 	}
 }
+
+// TestEquallyLoadedMachinesShareTraffic: sequential requests (each machine
+// idle at every pick) go to every machine, about evenly.
+func TestEquallyLoadedMachinesShareTraffic(t *testing.T) {
+	f := newFleet(t)
+	hp := freePort(t)
+	for _, id := range []string{"m1", "m2", "m3"} {
+		f.add("app1", id, model.StateStarted, false, service(hp))
+	}
+	startProxy(t, f, Config{})
+	c := client(t)
+	const n = 300
+	got := map[string]int{}
+	for range n {
+		code, body := get(t, c, at(hp, "/"))
+		if code != 200 {
+			t.Fatalf("got %d %q", code, body)
+		}
+		got[body]++
+	}
+	t.Logf("%d sequential requests: %v", n, got)
+	// Binomial(300, 1/3): mean 100, sd 8; below 50 is 6 sd away.
+	for _, id := range []string{"m1", "m2", "m3"} {
+		if got[id] < 50 {
+			t.Errorf("machine %s got %d of %d requests: %v", id, got[id], n, got)
+		}
+	}
+}
