@@ -11,8 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/model"
@@ -270,10 +272,11 @@ func TestPostResumeHookFailureKeepsResume(t *testing.T) {
 }
 
 // clockSample is one datagram of hookApp's clock: the app's wall time when
-// it sent it and the host's when it arrived.
+// it sent it and the host's when it arrived (the kernel's receive
+// timestamp), and when the test read it.
 type clockSample struct {
-	seq       int
-	app, recv time.Time
+	seq             int
+	app, recv, read time.Time
 }
 
 func (s clockSample) skew() time.Duration { return s.app.Sub(s.recv) }
@@ -310,6 +313,20 @@ func listenClock(t *testing.T) *clockListener {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Arrival times come from the kernel (SO_TIMESTAMPNS), not from when
+	// this goroutine got to read: on a loaded host the reader can lag,
+	// and a datagram sent before the suspend but read after start was
+	// called would look sent after it, by a clock behind.
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_TIMESTAMPNS: %v %v", err, serr)
+	}
 	l := &clockListener{conn: conn}
 	t.Cleanup(func() { conn.Close() })
 	go l.receive()
@@ -319,12 +336,16 @@ func listenClock(t *testing.T) *clockListener {
 func (l *clockListener) port() int { return l.conn.LocalAddr().(*net.UDPAddr).Port }
 
 func (l *clockListener) receive() {
-	buf := make([]byte, 128)
+	buf, oob := make([]byte, 128), make([]byte, 128)
 	for {
-		n, _, err := l.conn.ReadFromUDP(buf)
-		recv := time.Now()
+		n, oobn, _, _, err := l.conn.ReadMsgUDP(buf, oob)
+		read := time.Now()
 		if err != nil {
 			return
+		}
+		recv, ok := kernelTimestamp(oob[:oobn])
+		if !ok {
+			continue
 		}
 		seqText, wallText, _ := strings.Cut(string(buf[:n]), " ")
 		seq, err1 := strconv.Atoi(seqText)
@@ -334,9 +355,34 @@ func (l *clockListener) receive() {
 		}
 		app := time.Unix(0, int64(wall*1e9))
 		l.mu.Lock()
-		l.samples = append(l.samples, clockSample{seq: seq, app: app, recv: recv})
+		l.samples = append(l.samples, clockSample{seq: seq, app: app, recv: recv, read: read})
 		l.mu.Unlock()
 	}
+}
+
+// kernelTimestamp returns the SCM_TIMESTAMPNS arrival time in a
+// datagram's control messages.
+func kernelTimestamp(oob []byte) (time.Time, bool) {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			ts := (*syscall.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return time.Unix(ts.Unix()), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// readLag is the longest time between a sample's arrival and its read.
+func readLag(samples []clockSample) time.Duration {
+	lag := time.Duration(0)
+	for _, s := range samples {
+		lag = max(lag, s.read.Sub(s.recv))
+	}
+	return lag
 }
 
 // since returns the samples received after t, in send order.
@@ -426,11 +472,11 @@ func TestClockRightAfterResume(t *testing.T) {
 		ev := d.event(m.ID, "resume")
 		t.Logf("resume %d after %v asleep: first datagram (seq %d, last before the suspend %d) sent at %s, "+
 			"received %v after start was called and %v before it returned: skew %v; worst of the first 100: %v; "+
-			"daemon's clock check: %vms ± %vms",
+			"daemon's clock check: %vms ± %vms; the test read them up to %v after they arrived",
 			i+1, asleep, first.seq, lastSeq, first.app.Format("15:04:05.000000"),
 			first.recv.Sub(before).Round(time.Microsecond), returned.Sub(first.recv).Round(time.Microsecond),
 			first.skew().Round(time.Microsecond), worst.Round(time.Microsecond),
-			ev.Field("clock_skew_ms"), ev.Field("clock_uncertainty_ms"))
+			ev.Field("clock_skew_ms"), ev.Field("clock_uncertainty_ms"), readLag(after[:100]).Round(time.Microsecond))
 		if first.seq != lastSeq+1 {
 			t.Logf("note: datagrams %d to %d were lost, the first one received is not the first sent after the restore", lastSeq+1, first.seq-1)
 		}
@@ -440,10 +486,12 @@ func TestClockRightAfterResume(t *testing.T) {
 		// left at the snapshot's time breaks the first by the time asleep.
 		for _, s := range after[:100] {
 			if s.app.Before(before.Add(-limit)) {
-				t.Fatalf("clock behind after resume: datagram %d stamped %v before start was called", s.seq, before.Sub(s.app))
+				t.Fatalf("clock behind after resume: datagram %d (first after the restore: %d) stamped %v before start was called; arrived %v after it, read %v after that",
+					s.seq, first.seq, before.Sub(s.app), s.recv.Sub(before), s.read.Sub(s.recv))
 			}
 			if s.app.After(s.recv.Add(limit)) {
-				t.Fatalf("clock ahead after resume: datagram %d stamped %v after it was received", s.seq, s.app.Sub(s.recv))
+				t.Fatalf("clock ahead after resume: datagram %d (first after the restore: %d) stamped %v after it arrived (%v after start was called)",
+					s.seq, first.seq, s.app.Sub(s.recv), s.recv.Sub(before))
 			}
 		}
 	}

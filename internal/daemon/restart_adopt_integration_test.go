@@ -11,8 +11,9 @@ import (
 // right after each of a few machine starts: every machine must be adopted,
 // started. Under load (8 busy loops on this 2-core host) 2 of 3 runs
 // stopped a machine with "its network could not be adopted: veth pair ...
-// is broken", one side of the pair not found on the first look; Adopt now
-// looks again for a moment before giving a pair up.
+// is broken", one side of the pair not found: the daemon had taken the
+// gofers' empty network namespace for the host's (fixed in pinNullNetns),
+// so it looked for the host side of the pair in the wrong namespace.
 func TestRestartRightAfterStartAdoptsTheMachine(t *testing.T) {
 	d := newDaemon(t)
 	for i := range 3 {

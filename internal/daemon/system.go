@@ -553,8 +553,9 @@ func (s *System) openProxy(context.Context) error {
 		s.Cluster.AttachProxy(p)
 	}
 	// The proxy follows every committed change (new machines, states,
-	// configs) at once.
-	s.onClose(s.Machines.Subscribe(func(model.Change) { p.Refresh() }))
+	// configs) at once: states before the operation returns, the rest at
+	// its next reconcile.
+	s.onClose(s.Machines.Subscribe(p.MachineChanged))
 	return nil
 }
 

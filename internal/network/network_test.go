@@ -524,6 +524,16 @@ func TestAdoptLeavesTheNamespaceAlone(t *testing.T) {
 	if _, err := m.Adopt(context.Background(), a.App, "nope-"+u); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Adopt of a machine with no allocation = %v, want ErrInvalid", err)
 	}
+	// A pair missing its host side is refused at once, naming what is
+	// missing (and not panicking on the nil link).
+	withHandle(t, cfg.HostNetns, func(h *netlink.Handle) {
+		if err := deleteLink(h, a.HostVeth); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, err := m.Adopt(context.Background(), a.App, a.MachineID); err == nil || !strings.Contains(err.Error(), "is broken (missing;") {
+		t.Fatalf("Adopt of a machine whose veth is gone = %v, want a broken pair naming the missing side", err)
+	}
 	if err := deleteNetns(a.NSPath); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -106,6 +107,41 @@ func (a *app) update(ms []model.Machine, version uint64, now time.Time, warm tim
 	return out
 }
 
+// apply records the state the machine layer has just committed for m (see
+// Proxy.MachineChanged) and returns what it means for the connections to
+// the machine, as update does. A machine the proxy does not know yet, or
+// is stopping or suspending itself (busy: it records the outcome), is left
+// to the next list. The version is bumped, so that a list taken before the
+// change is not applied over it.
+func (a *app) apply(m model.Machine, now time.Time, warm time.Duration) []stranded {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.machines[m.ID]
+	if b == nil || b.busy || b.m.State == m.State {
+		return nil
+	}
+	a.version++
+	a.broadcast()
+	if m.State == model.StateDestroying || m.State == model.StateDestroyed {
+		delete(a.machines, m.ID)
+		return []stranded{{id: m.ID}}
+	}
+	// Only the state: the rest of the proxy's copy (e.g. the host that
+	// a cluster's list names) comes from the lists.
+	next := b.m
+	next.State = m.State
+	var out []stranded
+	if s, ok := b.strandedBy(next); ok {
+		out = append(out, s)
+	}
+	if next.State == model.StateStarted {
+		b.lastActive = now
+		b.warmUntil = now.Add(warm)
+	}
+	b.m = next
+	return out
+}
+
 // stranded is a machine taken out of service under the proxy's feet: its
 // connections are closed, or, if rescue, the machine is woken so that the
 // requests and connections in flight to it are served (issue 17, F9).
@@ -205,7 +241,15 @@ func (a *app) available(b *backend, port int) bool {
 
 // pick returns the least loaded routable machine for port that is under its
 // hard limit, and whether it is at or over its soft limit. Call with mu held.
+//
+// Machines equally loaded are picked at random, each as likely as the
+// other. Taking the first one in map order was far from that: a Go map
+// of a few entries starts its iteration at a random slot of 8, so of two
+// machines the one in the first slot came first 7 times in 8, and
+// sequential requests (a load of 0 each time) all went to one machine
+// now and then (TestChecksDecideWhereTheProxyRoutes: 40 of 40 once).
 func (a *app) pick(port int) (best *backend, overSoft bool) {
+	ties := 0
 	for _, b := range a.machines {
 		if !a.routable(b, port) {
 			continue
@@ -214,8 +258,14 @@ func (a *app) pick(port int) (best *backend, overSoft bool) {
 		if lim.hard > 0 && b.load[port] >= lim.hard {
 			continue
 		}
-		if best == nil || b.load[port] < best.load[port] {
-			best = b
+		switch {
+		case best == nil || b.load[port] < best.load[port]:
+			best, ties = b, 1
+		case b.load[port] == best.load[port]:
+			ties++
+			if rand.IntN(ties) == 0 { // each of the ties kept with chance 1/ties
+				best = b
+			}
 		}
 	}
 	if best == nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -48,6 +50,39 @@ func fullListener(t *testing.T) (fd int, addr string) {
 	}
 }
 
+// inService is the machine check of a dial to a machine that stays started.
+func inService() error { return nil }
+
+// TestDialStopsWhenTheMachineLeavesService: a warm machine's refused dials
+// are retried only while the proxy sees it started; once it does not, the
+// dial ends at once with why.
+func TestDialStopsWhenTheMachineLeavesService(t *testing.T) {
+	addr := freeAddr(t) // nothing listens: refused, retried while warm
+	var stopped atomic.Bool
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		stopped.Store(true)
+	}()
+	check := func() error {
+		if stopped.Load() {
+			return errors.New("machine m1 is stopped")
+		}
+		return nil
+	}
+	begin := time.Now()
+	_, err := dialRetrying(context.Background(), "tcp", addr, time.Now().Add(time.Minute), check)
+	took := time.Since(begin)
+	if err == nil || !strings.Contains(err.Error(), "machine m1 is stopped") {
+		t.Fatalf("dial to a machine that left service: %v", err)
+	}
+	if !strings.Contains(err.Error(), "refused") {
+		t.Errorf("the error does not say what the last dial met: %v", err)
+	}
+	if took > 30*time.Second {
+		t.Fatalf("the dial went on for %s after the machine left service", took)
+	}
+}
+
 // TestDialRetriesATimeoutWhileWarm: a machine that just started and leaves
 // a SYN unanswered gets another try until its warm window ends; after the
 // window, the timeout is the answer.
@@ -58,7 +93,7 @@ func TestDialRetriesATimeoutWhileWarm(t *testing.T) {
 
 	// Past the warm window: one attempt, and its timeout.
 	begin := time.Now()
-	if _, err := dialRetrying(context.Background(), "tcp", addr, time.Now()); err == nil {
+	if _, err := dialRetrying(context.Background(), "tcp", addr, time.Now(), inService); err == nil {
 		t.Fatal("a dial to a full queue succeeded")
 	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
 		t.Fatalf("want a timeout, got %v", err)
@@ -89,7 +124,7 @@ func TestDialRetriesATimeoutWhileWarm(t *testing.T) {
 			}
 		}
 	}()
-	c, err := dialRetrying(context.Background(), "tcp", addr, time.Now().Add(10*time.Second))
+	c, err := dialRetrying(context.Background(), "tcp", addr, time.Now().Add(10*time.Second), inService)
 	if err != nil {
 		t.Fatalf("a warm machine's dial was not retried past a timeout: %v", err)
 	}
@@ -116,7 +151,7 @@ func TestRetryableDialErrors(t *testing.T) {
 		want bool
 	}{
 		{op(syscall.ECONNREFUSED), true},
-		{op(syscall.EHOSTUNREACH), true},
+		{op(syscall.EHOSTUNREACH), false},
 		{op(syscall.ENETUNREACH), false},
 		{op(syscall.EACCES), false},
 		{errors.New("no address"), false},

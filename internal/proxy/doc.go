@@ -78,8 +78,12 @@
 // at once); a wake that fails or does not finish within Config.WakeTimeout
 // answers 503 with {"error": "..."} naming the app, the machine and why. A
 // TCP connection waits the same way and is closed if the wake fails. Right
-// after a machine starts, refused connections to it are retried until
-// WakeTimeout, because its app may still be opening its socket.
+// after a machine starts, refused (and timed-out) connections to it are
+// retried until WakeTimeout, because its app may still be opening its
+// socket, but only while the proxy sees it started. The proxy learns a
+// machine's new state from the machine layer before the operation that
+// changed it returns (MachineChanged), so a request sent right after a
+// stop through the API wakes the machine rather than dialing it.
 //
 // # Auto-stop
 //

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/connlimit"
-	"github.com/torpor-dev/torpor/internal/model"
 )
 
 // target is where one HTTP request goes; it travels in the request context
@@ -141,9 +140,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	}
 	// The transport retries a request whose kept-alive connection broke on
 	// a new one; a machine taken out of service meanwhile (its connections
-	// were closed for that) fails it at once instead of a dial to nowhere.
-	if st, ok := t.app.stateOf(t.machine); !ok || st != model.StateStarted {
-		return nil, fmt.Errorf("machine %s is %s", t.machine, orGone(st, ok))
-	}
-	return p.dialMachine(ctx, t.machine, network, addr, t.warmUntil)
+	// were closed for that) fails it at once instead of a dial to nowhere
+	// (dialMachine checks before every attempt).
+	return p.dialMachine(ctx, t.app, t.machine, network, addr, t.warmUntil)
 }

@@ -43,7 +43,7 @@ func (p *Proxy) DialMachine(ctx context.Context, app, id string, port int) (_ ne
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := p.dialMachine(ctx, id, "tcp", p.cfg.Backend(l.machine, port), l.warmUntil)
+	c, err := p.dialMachine(ctx, l.a, id, "tcp", p.cfg.Backend(l.machine, port), l.warmUntil)
 	if err != nil {
 		l.release()
 		return nil, nil, err

@@ -331,13 +331,35 @@ func (p *Proxy) refreshApp(ctx context.Context, a *app) {
 		p.log.Warn("list machines", "app", a.name, "err", err)
 		return
 	}
-	for _, s := range a.update(ms, version, time.Now(), p.cfg.WakeTimeout) {
+	p.strand(a, a.update(ms, version, time.Now(), p.cfg.WakeTimeout))
+}
+
+// strand rescues or cuts off the connections to machines taken out of
+// service (see app.update).
+func (p *Proxy) strand(a *app, out []stranded) {
+	for _, s := range out {
 		if s.rescue {
 			p.rescue(a, s.id)
 		} else if n := p.closeMachine(s.id); n > 0 {
 			p.log.Info("closed the connections to a machine out of service", "app", a.name, "machine", s.id, "connections", n)
 		}
 	}
+}
+
+// MachineChanged applies a change the machine layer has just committed
+// (the daemon calls it from Machines.Subscribe, before the operation that
+// made the change returns) to the proxy's view of the machine's state,
+// then asks for a full refresh (Refresh). Without it the view lagged by a
+// reconcile, which lists every app: a request sent right after a stop
+// through the API (the soak's proxied client) was routed to the machine
+// the proxy still took for started, and its dial went to a sandbox that
+// was gone ("no route to host", dial timeouts, or no answer at all while
+// the dial was retried).
+func (p *Proxy) MachineChanged(c model.Change) {
+	if a := p.app(c.Machine.App); a != nil && c.Transition() {
+		p.strand(a, a.apply(c.Machine, time.Now(), p.cfg.WakeTimeout))
+	}
+	p.Refresh()
 }
 
 // retainApps creates state for new apps and forgets deleted ones.

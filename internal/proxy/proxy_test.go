@@ -592,3 +592,68 @@ func TestRequestDuringAutostopWakesAgain(t *testing.T) {
 		t.Errorf("Start called %d times, want 1", n)
 	}
 }
+
+// TestStopThroughTheAPIIsSeenAtOnce: a machine the proxy woke (so warm) is
+// stopped by someone else; once the machine layer reports the change
+// (MachineChanged, which the daemon calls before the stop returns), the
+// proxy sees it stopped without waiting for a reconcile, and the next
+// request wakes it again instead of going to the dead address (the
+// soak's proxied cold starts: "no route to host", dial timeouts, or no
+// answer while the dial to the stopped machine was retried).
+func TestStopThroughTheAPIIsSeenAtOnce(t *testing.T) {
+	f := newFleet(t)
+	hp := freePort(t)
+	f.add("app1", "m1", model.StateStopped, false, service(hp))
+	// No reconcile during the test but the first: what the proxy knows
+	// of the stop is what MachineChanged told it.
+	p, _ := startProxy(t, f, Config{RefreshInterval: time.Hour})
+	c := client(t)
+	if code, body := get(t, c, at(hp, "/")); code != 200 || body != "m1" {
+		t.Fatalf("first request: %d %q", code, body)
+	}
+	c.CloseIdleConnections()
+	for round := 1; round <= 3; round++ {
+		if err := f.Stop(context.Background(), "app1", "m1", model.StopRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		p.MachineChanged(model.Change{Machine: model.Machine{ID: "m1", App: "app1", State: model.StateStopped}, From: model.StateStarted})
+		if st, _ := p.app("app1").stateOf("m1"); st != model.StateStopped {
+			t.Fatalf("round %d: right after the change the proxy sees the machine %s", round, st)
+		}
+		if code, body := get(t, c, at(hp, "/")); code != 200 || body != "m1" {
+			t.Fatalf("round %d: request after the stop: %d %q", round, code, body)
+		}
+		if n := f.count(f.starts, "m1"); n != round+1 {
+			t.Fatalf("round %d: Start called %d times, want %d", round, n, round+1)
+		}
+		c.CloseIdleConnections()
+	}
+}
+
+// TestEquallyLoadedMachinesShareTraffic: sequential requests (each machine
+// idle at every pick) go to every machine, about evenly.
+func TestEquallyLoadedMachinesShareTraffic(t *testing.T) {
+	f := newFleet(t)
+	hp := freePort(t)
+	for _, id := range []string{"m1", "m2", "m3"} {
+		f.add("app1", id, model.StateStarted, false, service(hp))
+	}
+	startProxy(t, f, Config{})
+	c := client(t)
+	const n = 300
+	got := map[string]int{}
+	for range n {
+		code, body := get(t, c, at(hp, "/"))
+		if code != 200 {
+			t.Fatalf("got %d %q", code, body)
+		}
+		got[body]++
+	}
+	t.Logf("%d sequential requests: %v", n, got)
+	// Binomial(300, 1/3): mean 100, sd 8; below 50 is 6 sd away.
+	for _, id := range []string{"m1", "m2", "m3"} {
+		if got[id] < 50 {
+			t.Errorf("machine %s got %d of %d requests: %v", id, got[id], n, got)
+		}
+	}
+}

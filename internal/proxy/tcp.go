@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/connlimit"
+	"github.com/torpor-dev/torpor/internal/model"
 )
 
 // serveTCP accepts connections for a raw TCP service until ln is closed.
@@ -58,7 +60,7 @@ func (p *Proxy) handleConn(c net.Conn, s spec) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.WakeTimeout)
 	var m net.Conn
 	if p.cfg.Remote.Local(l.machine) {
-		m, err = p.dialMachine(ctx, l.machine.ID, "tcp", addr, l.warmUntil)
+		m, err = p.dialMachine(ctx, a, l.machine.ID, "tcp", addr, l.warmUntil)
 	} else {
 		addr = "host " + l.machine.Host
 		m, err = p.cfg.Remote.Dial(ctx, l.machine, s.port)
@@ -110,11 +112,18 @@ func (p *Proxy) closeConns() {
 	}
 }
 
-// dialMachine connects to machine id at addr, taking a descriptor from the
-// budget, and records the connection under the machine until it is closed,
-// so that closeMachine can end it.
-func (p *Proxy) dialMachine(ctx context.Context, id, network, addr string, warmUntil time.Time) (net.Conn, error) {
-	raw, err := dialRetrying(ctx, network, addr, warmUntil)
+// dialMachine connects to machine id of a at addr, taking a descriptor from
+// the budget, and records the connection under the machine until it is
+// closed, so that closeMachine can end it. It gives up as soon as the
+// proxy no longer sees the machine started.
+func (p *Proxy) dialMachine(ctx context.Context, a *app, id, network, addr string, warmUntil time.Time) (net.Conn, error) {
+	inService := func() error {
+		if st, ok := a.stateOf(id); !ok || st != model.StateStarted {
+			return fmt.Errorf("machine %s is %s", id, orGone(st, ok))
+		}
+		return nil
+	}
+	raw, err := dialRetrying(ctx, network, addr, warmUntil, inService)
 	if err != nil {
 		return nil, err
 	}
@@ -254,14 +263,25 @@ func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 // retried with backoff, and so is a dial that timed out: a sandbox still
 // booting on a loaded host can leave SYNs unanswered for longer than one
 // attempt's timeout (seen at a load average of 100 with 50 machines).
-func dialRetrying(ctx context.Context, network, addr string, warmUntil time.Time) (net.Conn, error) {
+// inService is asked before every attempt: once the machine is out of
+// service (stopped, suspended, gone), its error ends the dial, instead of
+// attempts at an address nobody will answer until the warm window ends.
+func dialRetrying(ctx context.Context, network, addr string, warmUntil time.Time, inService func() error) (net.Conn, error) {
 	if addr == "" {
 		return nil, errNoAddress
 	}
 	d := net.Dialer{Timeout: dialAttemptTimeout}
 	delay := 10 * time.Millisecond
+	var err error
 	for {
-		c, err := d.DialContext(ctx, network, addr)
+		if serr := inService(); serr != nil {
+			if err != nil {
+				serr = fmt.Errorf("%w (last dial: %v)", serr, err)
+			}
+			return nil, serr
+		}
+		var c net.Conn
+		c, err = d.DialContext(ctx, network, addr)
 		if err == nil || !retryableDial(ctx, err) || time.Now().Add(delay).After(warmUntil) {
 			return c, err
 		}
@@ -280,17 +300,19 @@ func dialRetrying(ctx context.Context, network, addr string, warmUntil time.Time
 var dialAttemptTimeout = 10 * time.Second
 
 // retryableDial reports whether a failed dial to a machine that just
-// started is worth another try: refused (nothing listens yet), host
-// unreachable (no ARP answer yet) or timed out on its own timeout (not the
-// caller's context).
+// started is worth another try: refused (nothing listens yet) or timed out
+// on its own timeout (not the caller's context).
+//
+// Host unreachable (no ARP answer) is not: runsc configures the sandbox's
+// netstack before its run or restore command returns, so a started machine
+// answers ARP at once. The "no route to host" once seen in the soak to 1–5
+// of 50 machines "just started" were dials to machines already stopped,
+// which the proxy still took for started (see MachineChanged).
 func retryableDial(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	// Refused: nothing listens yet. Host unreachable: the sandbox's
-	// netstack has not answered ARP yet (seen in the soak at load 20–100:
-	// "connect: no route to host" to 1–3 of 50 machines just started).
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) {
+	if errors.Is(err, syscall.ECONNREFUSED) {
 		return true
 	}
 	var ne net.Error

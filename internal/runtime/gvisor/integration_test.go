@@ -52,7 +52,7 @@ func TestSuspendResume(t *testing.T) {
 	// A Wait in progress when the sandbox is checkpointed says so.
 	waitErr := make(chan error, 1)
 	go func() { _, err := rt.Wait(ctx, spec.ID); waitErr <- err }()
-	time.Sleep(100 * time.Millisecond) // let runsc wait connect
+	waitWaiting(t, spec.ID)
 
 	image := t.TempDir()
 	if err := rt.Checkpoint(ctx, spec.ID, image); err != nil {
@@ -102,7 +102,7 @@ func TestSuspendResume(t *testing.T) {
 	}
 	waited := make(chan result, 1)
 	go func() { es, err := rt.Wait(ctx, spec.ID); waited <- result{es, err} }()
-	time.Sleep(100 * time.Millisecond)
+	waitWaiting(t, spec.ID)
 	if err := rt.Kill(ctx, spec.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestNetworkNone(t *testing.T) {
 		}
 		waited <- es
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitWaiting(t, spec.ID)
 	if err := rt.Signal(ctx, spec.ID, "SIGTERM"); err != nil {
 		t.Fatal(err)
 	}
@@ -394,6 +394,16 @@ func TestCloseEndsWait(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the runsc wait process to exit", func() bool { return len(waitProcs(spec.ID)) == 0 })
 	mustState(t, rt, spec.ID, runtime.StatusRunning)
+}
+
+// waitWaiting waits until a Wait on sandbox id has got past its look at
+// the sandbox (runsc state) and runs runsc wait. A fixed 100 ms pause
+// was too short on a loaded host: Kill then deleted the sandbox before
+// Wait had looked, and Wait answered "not found" ("Wait after Kill" failed
+// once in TestSuspendResume).
+func waitWaiting(t *testing.T, id string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "Wait to run runsc wait", func() bool { return len(waitProcs(id)) > 0 })
 }
 
 // waitProcs returns the live `runsc ... wait id` processes.
