@@ -66,10 +66,16 @@ type Config struct {
 	RestartBackoff     time.Duration
 	RestartBackoffMax  time.Duration
 	RestartStableAfter time.Duration
-	SyncSnapshots      bool   // flush snapshots before reporting suspended (machine.Config)
-	BackgroundRestore  bool   // load a resumed machine's pages in the background (gvisor.Config)
-	NetworkRange       string // private range for machine addresses; "" disables networking
-	Proxy              proxy.Config
+	// WarmSandboxesMemoryMB is the memory budget of the sandboxes created
+	// ahead of resumes (--warm-sandboxes-memory; 0: none, the zero value
+	// so that embedders and tests opt in), WarmSandboxCostMB what each is
+	// charged (0: machine.DefaultWarmSandboxCostMB). See machine/warm.go.
+	WarmSandboxesMemoryMB int
+	WarmSandboxCostMB     int
+	SyncSnapshots         bool   // flush snapshots before reporting suspended (machine.Config)
+	BackgroundRestore     bool   // load a resumed machine's pages in the background (gvisor.Config)
+	NetworkRange          string // private range for machine addresses; "" disables networking
+	Proxy                 proxy.Config
 	// Images configures pulls and unpacking of OCI images (--insecure-registry,
 	// --image-max-*, --share-registry-credentials).
 	Images  ImagesConfig

@@ -76,6 +76,13 @@ func (m *Manager) write(id string, to *model.State, ch change, evs []model.Event
 		}
 		return mc, err
 	}
+	if to != nil && (*to == model.StateSuspended) != (from == model.StateSuspended) {
+		// A machine that leaves suspended gives its warm sandbox's slot up
+		// (the operation deletes or uses the sandbox: warm.go); one that
+		// enters it may get one.
+		m.forgetWarm(id)
+		m.kickWarm()
+	}
 	m.notify(id)
 	m.publish(model.Change{Machine: mc, From: from, Events: stored, At: mc.UpdatedAt, Source: m.sourceOf(id, stored)})
 	return mc, nil
