@@ -29,9 +29,10 @@ import (
 //     service the proxy autostarts (a request wakes them), then the most
 //     recently suspended (the likeliest to be woken soon), then by ID;
 //   - when: a background worker (never a request's goroutine) reconciles
-//     the set after every suspend, after every change that takes a
-//     machine out of suspended (a slot frees), when the budget changes and
-//     once Recover has run at daemon start. It takes a machine's lock only
+//     the set after every suspend, warmRetry after every change that takes
+//     a machine out of suspended (a slot frees; the delay keeps the next
+//     create off the CPU while a resume finishes), when the budget changes
+//     and once Recover has run at daemon start. It takes a machine's lock only
 //     when it is free (a busy machine is left for the next round), so a
 //     request waits at most for one precreate in progress (~80-200 ms),
 //     never for the worker's queue;
@@ -195,9 +196,16 @@ const (
 	warmRetry    = 2 * time.Second
 )
 
-// kickWarmLater kicks the worker after warmRetry.
+// kickWarmLater kicks the worker after warmRetry (if there are warm
+// sandboxes at all).
 func (m *Manager) kickWarmLater() {
-	time.AfterFunc(warmRetry, m.kickWarm)
+	w := &m.warm
+	w.mu.Lock()
+	off := w.closed || (w.budgetMB <= 0 && len(w.entries) == 0) || m.precreator() == nil
+	w.mu.Unlock()
+	if !off {
+		time.AfterFunc(warmRetry, m.kickWarm)
+	}
 }
 
 // tryLock takes machine id's lock if it is free now or within wait.
