@@ -17,6 +17,7 @@ import (
 	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/snapshot"
 )
 
 // Sample is one run of a scenario: a cold start, a suspend and a resume.
@@ -177,6 +178,13 @@ func (r *run) once(ctx context.Context) (Sample, error) {
 		}
 		smp.RawMS, smp.RawRestoreMS, smp.PageCacheGBs = raw.firstByteMS, raw.restoreMS, raw.cacheGBs
 	}
+	if r.warm != nil {
+		// As before the warm resume below, so that neither competes with
+		// the daemon's background flush of the snapshot just written.
+		if err := r.flushSnapshot(); err != nil {
+			return smp, err
+		}
+	}
 	if err := r.resume(ctx, &smp); err != nil {
 		return smp, err
 	}
@@ -229,6 +237,9 @@ func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if err := r.flushSnapshot(); err != nil {
+		return err
+	}
 	begin := time.Now()
 	resp, err := r.c.Start(ctx, r.app, r.id)
 	if err != nil {
@@ -257,6 +268,17 @@ func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 		smp.WarmRuntimeRestoreMS = float64(d.RuntimeRestoreMS)
 	}
 	return nil
+}
+
+// flushSnapshot writes the machine's snapshot files to disk (the daemon
+// flushes them in the background after a suspend; a second flush only
+// waits for that one).
+func (r *run) flushSnapshot() error {
+	dirs, err := filepath.Glob(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots", "*"))
+	for _, d := range dirs {
+		err = errors.Join(err, snapshot.Flush(d))
+	}
+	return err
 }
 
 func (r *run) cold(ctx context.Context, smp *Sample) error {

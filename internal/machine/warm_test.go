@@ -215,3 +215,31 @@ func TestWarmSandboxDeletedOnClose(t *testing.T) {
 		t.Fatalf("precreated = %v after Close", got)
 	}
 }
+
+// A warm sandbox made for a spec the resume would not restore (here: its
+// recorded spec altered) is deleted, and the resume restores as without one.
+func TestWarmSandboxNotMatchingIsDeleted(t *testing.T) {
+	e := newWarmEnv(t, 64)
+	mc := e.suspendedMachine(6)
+	e.waitWarm(mc.ID)
+	e.m.warm.mu.Lock()
+	we := e.m.warm.entries[mc.ID]
+	we.spec.Env = append([]string{"STALE=1"}, we.spec.Env...)
+	e.m.warm.entries[mc.ID] = we
+	e.m.warm.mu.Unlock()
+	e.rt.ResetCalls()
+	if resp := e.start(mc.ID); !resp.FromSnapshot {
+		t.Fatal("not resumed from the snapshot")
+	}
+	calls := e.rt.Calls()
+	if slices.Contains(calls, "restore-precreated") || !slices.Contains(calls, "discard-precreated") {
+		t.Fatalf("calls = %v, want the warm sandbox discarded and a plain restore", calls)
+	}
+	if d := e.lastEvent(mc.ID, model.EventResume).Start(); d == nil || d.WarmSandbox {
+		t.Fatalf("resume event details = %+v, want no warm sandbox", d)
+	}
+	if got := e.rt.Counter(sandboxID(mc.ID)); got != 6 {
+		t.Fatalf("counter = %d, want 6", got)
+	}
+	e.waitWarm()
+}
