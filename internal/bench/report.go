@@ -133,7 +133,8 @@ func warmTable(b *strings.Builder, res *Result) {
 	}
 	b.WriteString("\nThe warm resume is of the machine suspended again right after the plain resume, once the daemon has created its " +
 		"sandbox ahead (one, at the default cost); the plain resume runs with the budget off. Before each of the two, the benchmark " +
-		"flushes the snapshot's files (the daemon does it in the background after the suspend), so that neither resume competes with that. Runtime restore is the resume event's " +
+		"flushes the snapshot's files (the daemon does it in the background after the suspend), so that neither resume competes with that, and with the raw restore on (which reads the plain resume's image from the page cache " +
+		"just before it) reads the warm resume's image the same way. Runtime restore is the resume event's " +
 		"runtime_restore_ms (the `runsc restore` and the cgroup work around it).\n\n")
 }
 

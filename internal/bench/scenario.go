@@ -240,6 +240,16 @@ func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 	if err := r.flushSnapshot(); err != nil {
 		return err
 	}
+	if r.raw != nil {
+		// The raw restore read the plain resume's image into the page
+		// cache just before it: so does this one.
+		dirs, _ := filepath.Glob(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots", "*"))
+		for _, d := range dirs {
+			if _, err := pageCacheRead(d, 1); err != nil {
+				return err
+			}
+		}
+	}
 	begin := time.Now()
 	resp, err := r.c.Start(ctx, r.app, r.id)
 	if err != nil {
