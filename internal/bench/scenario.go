@@ -57,6 +57,8 @@ type Sample struct {
 	WarmResumeMS         float64 `json:"warm_resume_ms,omitempty"`
 	WarmResumeAPIMS      float64 `json:"warm_resume_api_ms,omitempty"`
 	WarmRuntimeRestoreMS float64 `json:"warm_runtime_restore_ms,omitempty"`
+	// WarmResumeEvent is the *_ms fields of the warm resume's event.
+	WarmResumeEvent map[string]float64 `json:"warm_resume_event_ms,omitempty"`
 	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
 	// suspend events (the daemon's own breakdown).
 	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
@@ -277,6 +279,7 @@ func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 	} else if d.ResumePhases != nil {
 		smp.WarmRuntimeRestoreMS = float64(d.RuntimeRestoreMS)
 	}
+	smp.WarmResumeEvent = durations(ev.Request)
 	return nil
 }
 
