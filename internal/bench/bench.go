@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/machine"
 )
 
 // AppSource is the measured app, app.py beside this file.
@@ -71,6 +72,12 @@ type Config struct {
 	// through the daemon's proxy (on 127.0.0.1): the machine gets a
 	// service on a free port.
 	ProxyWake bool
+	// Warm adds, to each run, a resume into a sandbox created ahead
+	// (machine/warm.go): the machine is suspended again with the
+	// in-process daemon's warm-sandbox budget on, and resumed once its
+	// sandbox is precreated; the plain resume runs with the budget off.
+	// Needs the in-process daemon (ignored with API).
+	Warm bool
 	// SyncSnapshots runs the in-process daemon with --sync-snapshots: each
 	// snapshot is flushed to disk before the suspend returns.
 	SyncSnapshots bool
@@ -131,10 +138,17 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		defer reg.stop()
 		cfg.RootFS = cfg.Image
 	}
+	var warm *machine.Manager
+	if cfg.Warm && cfg.API != "" {
+		progress(cfg, "no warm resumes: they need the in-process daemon (no --socket), whose warm sandboxes the benchmark turns on and off")
+	}
 	if cfg.API == "" {
 		d, err := startDaemon(ctx, cfg, reg)
 		if err != nil {
 			return nil, err
+		}
+		if cfg.Warm {
+			warm = d.machines
 		}
 		defer func() { err = errors.Join(err, d.stop(cfg.Progress)) }()
 		cfg.API, cfg.DataDir = "unix://"+d.socket, d.dataDir
@@ -167,7 +181,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		defer func() { err = errors.Join(err, raw.close()) }()
 	}
 	for _, s := range cfg.Scenarios() {
-		sr, err := runScenario(ctx, c, cfg, s, raw)
+		sr, err := runScenario(ctx, c, cfg, s, raw, warm)
 		res.Scenarios = append(res.Scenarios, sr)
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", s, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/daemon"
+	"github.com/torpor-dev/torpor/internal/machine"
 )
 
 // localDaemon is a daemon the benchmark runs in its own process, in a
@@ -26,6 +27,9 @@ type localDaemon struct {
 	logPath string
 	cancel  context.CancelFunc
 	done    chan error
+	// machines is the daemon's machine manager, for the warm-sandbox
+	// comparison (Config.Warm), which turns its budget on and off.
+	machines *machine.Manager
 }
 
 // startDaemon runs a daemon in-process and waits until its API answers.
@@ -53,8 +57,18 @@ func startDaemon(ctx context.Context, cfg Config, reg *benchRegistry) (*localDae
 	if reg != nil {
 		dcfg.Images.InsecureRegistries = []string{reg.reg.Host}
 	}
+	sys, err := daemon.New(dctx, dcfg)
+	if err != nil {
+		cancel()
+		logf.Close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	d.machines = sys.Machines
 	go func() {
-		d.done <- daemon.Run(dctx, dcfg)
+		err := sys.Run(dctx)
+		sys.Close()
+		d.done <- err
 		logf.Close()
 	}()
 	progress(cfg, "in-process daemon in %s (network %s)", dir, cfg.NetworkRange)

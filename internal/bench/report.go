@@ -21,6 +21,7 @@ func Markdown(res *Result) string {
 		h.CPU, h.Cores, h.Kernel, h.Runsc, h.Torpor, h.Go, h.LoadStart, h.LoadEnd)
 	mainTable(&b, res)
 	sameRunTable(&b, res)
+	warmTable(&b, res)
 	imagesTable(&b, res)
 	breakdownTable(&b, res)
 	targets(&b, res)
@@ -103,6 +104,38 @@ func sameRunTable(b *strings.Builder, res *Result) {
 		"the checkpoint); it is probed like the resume. Its share is the difference of the p50s. The proxied wake is a request through " +
 		"the daemon's proxy to the machine suspended again after the resume. The page-cache read is a second read of the snapshot's files " +
 		"just before the raw restore; \"raw restore reads\" is the snapshot's size over the `runsc restore` command's time.\n\n")
+}
+
+// warmTable sets, in the same runs, a resume that creates its sandbox
+// beside one into a sandbox created ahead (Config.Warm).
+func warmTable(b *strings.Builder, res *Result) {
+	measured := false
+	for _, sr := range res.Scenarios {
+		for _, s := range sr.Samples {
+			measured = measured || s.WarmResumeMS > 0
+		}
+	}
+	if !measured {
+		return
+	}
+	b.WriteString("Resume without and with a warm sandbox (created ahead, `--warm-sandboxes-memory`), in the same runs (p50 / p95, ms):\n\n")
+	b.WriteString("| app init | resident | resume | resume into a warm sandbox | gain (p50) | runtime restore | runtime restore, warm |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, sr := range res.Scenarios {
+		ss := sr.Samples
+		sum := func(f func(Sample) float64) Summary { return Summarize(nonZero(series(ss, f))) }
+		resume := sum(func(s Sample) float64 { return s.ResumeMS })
+		warm := sum(func(s Sample) float64 { return s.WarmResumeMS })
+		fmt.Fprintf(b, "| %s | %d MiB | %s | %s | %s | %s | %s |\n", sr.Init.Target, sr.ResidentMB,
+			pair(resume, "%.0f"), pair(warm, "%.0f"), diff(warm, resume),
+			pair(sum(func(s Sample) float64 { return s.ResumeEvent["runtime_restore_ms"] }), "%.0f"),
+			pair(sum(func(s Sample) float64 { return s.WarmRuntimeRestoreMS }), "%.0f"))
+	}
+	b.WriteString("\nThe warm resume is of the machine suspended again right after the plain resume, once the daemon has created its " +
+		"sandbox ahead (one, at the default cost); the plain resume runs with the budget off. Before each of the two, the benchmark " +
+		"flushes the snapshot's files (the daemon does it in the background after the suspend), so that neither resume competes with that, and with the raw restore on (which reads the plain resume's image from the page cache " +
+		"just before it) reads the warm resume's image the same way. Runtime restore is the resume event's " +
+		"runtime_restore_ms (the `runsc restore` and the cgroup work around it).\n\n")
 }
 
 // nonZero drops the zeros (runs where a number was not measured).

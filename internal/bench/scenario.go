@@ -15,7 +15,9 @@ import (
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/image/imagetest"
 	"github.com/torpor-dev/torpor/internal/logs"
+	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/model"
+	"github.com/torpor-dev/torpor/internal/snapshot"
 )
 
 // Sample is one run of a scenario: a cold start, a suspend and a resume.
@@ -47,6 +49,16 @@ type Sample struct {
 	// it (resume + proxy). Zero when not measured.
 	ProxyWakeMS       float64 `json:"proxy_wake_ms,omitempty"`
 	ProxyWakeAttempts int     `json:"proxy_wake_attempts,omitempty"`
+	// WarmResumeMS is a resume into a sandbox created ahead (Config.Warm)
+	// of the machine suspended again after the plain resume, to its first
+	// byte; WarmResumeAPIMS the start call alone, WarmRuntimeRestoreMS
+	// the event's runtime_restore_ms, and RuntimeRestoreMS the plain
+	// resume's. Zero when not measured.
+	WarmResumeMS         float64 `json:"warm_resume_ms,omitempty"`
+	WarmResumeAPIMS      float64 `json:"warm_resume_api_ms,omitempty"`
+	WarmRuntimeRestoreMS float64 `json:"warm_runtime_restore_ms,omitempty"`
+	// WarmResumeEvent is the *_ms fields of the warm resume's event.
+	WarmResumeEvent map[string]float64 `json:"warm_resume_event_ms,omitempty"`
 	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
 	// suspend events (the daemon's own breakdown).
 	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
@@ -68,7 +80,7 @@ const appPort = "8080"
 
 // runScenario creates the scenario's machine, measures cfg.Runs runs, checks
 // the app's memory after the last resume and destroys the machine.
-func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, raw *rawRestore) (sr ScenarioResult, err error) {
+func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, raw *rawRestore, warm *machine.Manager) (sr ScenarioResult, err error) {
 	sr.Scenario = s
 	progress(cfg, "%s: creating a machine (guest %d MiB)", s, s.GuestMB)
 	mcfg := machineConfig(cfg, s)
@@ -92,7 +104,7 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, 
 	if m.PrivateIP == "" {
 		return sr, errors.New("the machine has no private address: the daemon needs a network range")
 	}
-	r := run{c: c, cfg: cfg, app: cfg.App, id: m.ID, ip: m.PrivateIP, addr: net.JoinHostPort(m.PrivateIP, appPort), raw: raw}
+	r := run{c: c, cfg: cfg, app: cfg.App, id: m.ID, ip: m.PrivateIP, addr: net.JoinHostPort(m.PrivateIP, appPort), raw: raw, warm: warm}
 	if port := proxyPort(m.Config); port > 0 {
 		r.proxyAddr = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 	}
@@ -105,8 +117,8 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, 
 			return sr, fmt.Errorf("run %d: %w", i, err)
 		}
 		sr.Samples = append(sr.Samples, smp)
-		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, proxied wake %.0f ms",
-			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.ProxyWakeMS)
+		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, warm resume %.0f ms, proxied wake %.0f ms",
+			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.WarmResumeMS, smp.ProxyWakeMS)
 	}
 	sr.Verified, err = r.verify(ctx)
 	return sr, err
@@ -129,10 +141,11 @@ type run struct {
 	cfg       Config
 	app, id   string
 	ip        string
-	addr      string      // the app's ip:port
-	proxyAddr string      // the proxy's listener for the app ("": no proxied wake)
-	raw       *rawRestore // nil: no raw restore
-	last      appState    // the app's latest answer
+	addr      string           // the app's ip:port
+	proxyAddr string           // the proxy's listener for the app ("": no proxied wake)
+	raw       *rawRestore      // nil: no raw restore
+	warm      *machine.Manager // nil: no resume into a warm sandbox
+	last      appState         // the app's latest answer
 }
 
 // probe asks the app for path, through the proxy when there is one: after
@@ -167,11 +180,23 @@ func (r *run) once(ctx context.Context) (Sample, error) {
 		}
 		smp.RawMS, smp.RawRestoreMS, smp.PageCacheGBs = raw.firstByteMS, raw.restoreMS, raw.cacheGBs
 	}
+	if r.warm != nil {
+		// As before the warm resume below, so that neither competes with
+		// the daemon's background flush of the snapshot just written.
+		if err := r.flushSnapshot(); err != nil {
+			return smp, err
+		}
+	}
 	if err := r.resume(ctx, &smp); err != nil {
 		return smp, err
 	}
 	if err := r.eventBreakdown(ctx, &smp); err != nil {
 		return smp, err
+	}
+	if r.warm != nil {
+		if err := r.warmResume(ctx, &smp); err != nil {
+			return smp, err
+		}
 	}
 	if r.proxyAddr == "" {
 		return smp, nil
@@ -195,6 +220,78 @@ func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
 		return errors.New("proxied wake: the app answered from a new process")
 	}
 	return nil
+}
+
+// warmResume suspends the machine again with the daemon's warm sandboxes
+// on (one, at the default cost), waits until its sandbox is created ahead
+// and times a resume into it, to its first byte; the budget is off again
+// afterwards, so that the plain resume of the next run creates its own.
+func (r *run) warmResume(ctx context.Context, smp *Sample) error {
+	r.warm.SetWarmBudget(machine.DefaultWarmSandboxCostMB)
+	defer r.warm.SetWarmBudget(0)
+	if err := r.c.Suspend(ctx, r.app, r.id); err != nil {
+		return fmt.Errorf("suspend before the warm resume: %w", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for r.warm.WarmStats().Sandboxes == 0 {
+		if time.Now().After(deadline) {
+			return errors.New("no warm sandbox a minute after the suspend")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.flushSnapshot(); err != nil {
+		return err
+	}
+	if r.raw != nil {
+		// The raw restore read the plain resume's image into the page
+		// cache just before it: so does this one.
+		dirs, _ := filepath.Glob(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots", "*"))
+		for _, d := range dirs {
+			if _, err := pageCacheRead(d, 1); err != nil {
+				return err
+			}
+		}
+	}
+	begin := time.Now()
+	resp, err := r.c.Start(ctx, r.app, r.id)
+	if err != nil {
+		return fmt.Errorf("warm resume: %w", err)
+	}
+	smp.WarmResumeAPIMS = millis(time.Since(begin))
+	if !resp.FromSnapshot {
+		return fmt.Errorf("warm resume fell back to a cold start (%s)", r.fallbackReason(ctx))
+	}
+	p, err := firstByte(ctx, r.addr, "/", r.cfg.PollInterval)
+	if err != nil {
+		return fmt.Errorf("warm resume: %w", err)
+	}
+	smp.WarmResumeMS = millis(p.firstByte.Sub(begin))
+	if !p.state.sameProcess(r.last) {
+		return errors.New("warm resume: the app answered from a new process")
+	}
+	evs, err := r.c.Events(ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	ev, ok := model.Newest(evs, model.EventResume, "started")
+	if d := ev.Start(); !ok || d == nil || !d.WarmSandbox {
+		return errors.New("warm resume: the resume event says it did not use the warm sandbox")
+	} else if d.ResumePhases != nil {
+		smp.WarmRuntimeRestoreMS = float64(d.RuntimeRestoreMS)
+	}
+	smp.WarmResumeEvent = durations(ev.Request)
+	return nil
+}
+
+// flushSnapshot writes the machine's snapshot files to disk (the daemon
+// flushes them in the background after a suspend; a second flush only
+// waits for that one).
+func (r *run) flushSnapshot() error {
+	dirs, err := filepath.Glob(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots", "*"))
+	for _, d := range dirs {
+		err = errors.Join(err, snapshot.Flush(d))
+	}
+	return err
 }
 
 func (r *run) cold(ctx context.Context, smp *Sample) error {

@@ -2,10 +2,13 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 func NewServe() *cobra.Command {
 	cfg := daemon.Config{}
 	var debug bool
+	var warmMemory string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the torpor daemon (API, machines, suspend/resume)",
@@ -30,7 +34,7 @@ needed. TCP requests need a bearer token made with "torpor token create"
 (see docs/security.md). Machines keep running when the daemon stops; a restarted
 daemon adopts them.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if cmd.Flags().Changed("token") {
 				return errors.New("torpor serve no longer takes --token: the TCP API accepts tokens made with " +
 					"\"torpor token create\" over the admin socket (see docs/security.md)")
@@ -42,6 +46,9 @@ daemon adopts them.`,
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if os.Getenv("TORPOR_TOKEN") != "" {
 				cfg.Logger.Warn("TORPOR_TOKEN is set but the daemon ignores it: make tokens with \"torpor token create\" (docs/security.md)")
+			}
+			if cfg.WarmSandboxesMemoryMB, err = parseMiB(warmMemory); err != nil {
+				return fmt.Errorf("--warm-sandboxes-memory: %w", err)
 			}
 			cfg.Fault = os.Getenv("TORPOR_FAULT")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -63,6 +70,8 @@ daemon adopts them.`,
 	f.DurationVar(&cfg.StoreBackupInterval, "store-backup-interval", daemon.DefaultStoreBackupInterval, "how often to refresh the verified backup of the store, DATA_DIR/torpor.db.backup (also written at start-up and shutdown; negative: only then)")
 	f.BoolVar(&cfg.RestoreStoreBackup, "restore-store-backup", false, "set a damaged store aside (DATA_DIR/torpor.db.corrupt-TIME) and restore the verified backup before starting; machines the backup does not know are stopped and moved to DATA_DIR/forgotten (docs/reliability.md)")
 	f.IntVar(&cfg.SuspendMemoryLimitMB, "suspend-memory-limit-mb", 2048, "largest guest memory_mb that may be suspended")
+	f.StringVar(&warmMemory, "warm-sandboxes-memory", DefaultWarmSandboxesMemory, "memory budget (e.g. 256MiB, 1GiB; a bare number is MiB; 0 disables) of the sandboxes created ahead for the suspended machines most likely to wake, so that their resume skips creating one (docs/suspend-resume.md)")
+	f.IntVar(&cfg.WarmSandboxCostMB, "warm-sandbox-cost-mb", machine.DefaultWarmSandboxCostMB, "what one warm sandbox is charged against --warm-sandboxes-memory, in MiB (gVisor's: ~54 MiB resident measured)")
 	f.IntVar(&cfg.HostMemoryMB, "host-memory-mb", 0, "memory machines may take of this host together, in MB; a start past it is refused (0: the host's memory less a tenth, at least 512 MB, at most 4 GiB; -1: no limit)")
 	f.IntVar(&cfg.HostCPUs, "host-cpus", 0, "most CPUs one machine may ask for (0: the host's CPUs; -1: no limit)")
 	f.IntVar(&cfg.AppMemoryQuotaMB, "app-memory-quota-mb", 0, "memory one app's running machines may take together, in MB (0: no quota)")
@@ -99,4 +108,41 @@ daemon adopts them.`,
 	f.StringVar(&cfg.Cluster.SnapshotStore, "snapshot-store", "", "keep every snapshot also in this S3 bucket: s3://BUCKET[/PREFIX]?endpoint=HOST:PORT[&secure=false] (credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
+}
+
+// DefaultWarmSandboxesMemory is --warm-sandboxes-memory's default: none,
+// for now. The feature changes what a suspended machine holds on the host
+// (a created sandbox in `runsc list`, ~54 MiB resident), which the crash
+// tests' invariant ("a runsc sandbox only for a started machine") and
+// operators' scripts assume; 256MiB (four sandboxes at the default cost,
+// for the last machines suspended or those behind the proxy) is what
+// docs/suspend-resume.md recommends on a host that runs machines of
+// 256 MiB or more.
+const DefaultWarmSandboxesMemory = "0"
+
+// parseMiB parses a memory size into MiB: a number with a unit (KiB, MiB,
+// GiB, or K, M, G, MB, GB taken as the binary ones) or a bare number of
+// MiB. It must be a whole number of MiB, at least 0.
+func parseMiB(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1 << 20)
+	lower := strings.ToLower(t)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}} {
+		if strings.HasSuffix(lower, u.suffix) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size: want e.g. 256MiB, 1GiB or 0", s)
+	}
+	b := n * mult
+	if b%(1<<20) != 0 || b/(1<<20) > 1<<30 {
+		return 0, fmt.Errorf("%q must be a whole number of MiB", s)
+	}
+	return int(b >> 20), nil
 }

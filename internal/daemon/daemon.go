@@ -66,8 +66,14 @@ type Config struct {
 	RestartBackoff     time.Duration
 	RestartBackoffMax  time.Duration
 	RestartStableAfter time.Duration
-	SyncSnapshots      bool // flush snapshots before reporting suspended (machine.Config)
-	BackgroundRestore  bool // load a resumed machine's pages in the background (gvisor.Config)
+	// WarmSandboxesMemoryMB is the memory budget of the sandboxes created
+	// ahead of resumes (--warm-sandboxes-memory; 0: none, the zero value
+	// so that embedders and tests opt in), WarmSandboxCostMB what each is
+	// charged (0: machine.DefaultWarmSandboxCostMB). See machine/warm.go.
+	WarmSandboxesMemoryMB int
+	WarmSandboxCostMB     int
+	SyncSnapshots         bool // flush snapshots before reporting suspended (machine.Config)
+	BackgroundRestore     bool // load a resumed machine's pages in the background (gvisor.Config)
 	// HostHugePages sets the host's shmem huge page policy from "never" to
 	// "advise" at start, so that runsc backs machine memory with huge pages
 	// (gvisor.EnableShmemHugePages; --host-huge-pages).

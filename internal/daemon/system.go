@@ -332,26 +332,28 @@ func (s *System) openMachines(context.Context) error {
 	})
 	hostMB, hostCPUs := machineLimits(s.cfg)
 	mgr, err := machine.New(machine.Config{
-		HostMemoryMB:         hostMB,
-		HostCPUs:             hostCPUs,
-		AppMemoryQuotaMB:     s.cfg.AppMemoryQuotaMB,
-		AppCPUQuota:          s.cfg.AppCPUQuota,
-		DataDir:              s.cfg.DataDir,
-		ImagesDir:            s.cfg.ImagesDir,
-		SuspendMemoryLimitMB: s.cfg.SuspendMemoryLimitMB,
-		RestartBackoff:       s.cfg.RestartBackoff,
-		RestartBackoffMax:    s.cfg.RestartBackoffMax,
-		RestartStableAfter:   s.cfg.RestartStableAfter,
-		SyncSnapshots:        s.cfg.SyncSnapshots,
-		Network:              s.Network,
-		Images:               s.Images,
-		GuestAPI:             s.GuestAPI,
-		Volumes:              s.Volumes,
-		Checks:               s.Checks,
-		RunDir:               s.cfg.RunDir,
-		Logger:               s.log,
-		ReservedPorts:        s.reserved,
-		Claimer:              s.claimer(),
+		HostMemoryMB:          hostMB,
+		HostCPUs:              hostCPUs,
+		AppMemoryQuotaMB:      s.cfg.AppMemoryQuotaMB,
+		AppCPUQuota:           s.cfg.AppCPUQuota,
+		DataDir:               s.cfg.DataDir,
+		ImagesDir:             s.cfg.ImagesDir,
+		SuspendMemoryLimitMB:  s.cfg.SuspendMemoryLimitMB,
+		RestartBackoff:        s.cfg.RestartBackoff,
+		RestartBackoffMax:     s.cfg.RestartBackoffMax,
+		RestartStableAfter:    s.cfg.RestartStableAfter,
+		SyncSnapshots:         s.cfg.SyncSnapshots,
+		WarmSandboxesMemoryMB: s.cfg.WarmSandboxesMemoryMB,
+		WarmSandboxCostMB:     s.cfg.WarmSandboxCostMB,
+		Network:               s.Network,
+		Images:                s.Images,
+		GuestAPI:              s.GuestAPI,
+		Volumes:               s.Volumes,
+		Checks:                s.Checks,
+		RunDir:                s.cfg.RunDir,
+		Logger:                s.log,
+		ReservedPorts:         s.reserved,
+		Claimer:               s.claimer(),
 	}, s.Store, s.Runtime)
 	if err != nil {
 		return err
@@ -465,6 +467,10 @@ func (s *System) openMetrics(context.Context) error {
 		Images: func() (metrics.ImageUsage, error) {
 			n, b, err := s.Images.Usage()
 			return metrics.ImageUsage{Images: n, Bytes: b}, err
+		},
+		Warm: func() metrics.WarmUsage {
+			w := s.Machines.WarmStats()
+			return metrics.WarmUsage{Sandboxes: w.Sandboxes, MemoryBytes: w.MemoryBytes, BudgetBytes: w.BudgetBytes}
 		},
 		Runtime: s.Runtime.Name(), RuntimeVersion: s.Runtime.Version(),
 		Logger: s.log.With("component", "metrics"),

@@ -76,6 +76,17 @@ func (m *Manager) write(id string, to *model.State, ch change, evs []model.Event
 		}
 		return mc, err
 	}
+	switch {
+	case to == nil || *to == from:
+	case *to == model.StateSuspended:
+		m.kickWarm() // it may get a warm sandbox (warm.go)
+	case from == model.StateSuspended:
+		// It gives its warm sandbox's slot up (the operation deletes or
+		// uses the sandbox); the slot goes to another machine a moment
+		// later, off the resume's path.
+		m.forgetWarm(id)
+		m.kickWarmLater()
+	}
 	m.notify(id)
 	m.publish(model.Change{Machine: mc, From: from, Events: stored, At: mc.UpdatedAt, Source: m.sourceOf(id, stored)})
 	return mc, nil

@@ -124,7 +124,13 @@ type Config struct {
 	// RestartStableAfter is how long a run must last for its exit to start
 	// a new restart series (default DefaultRestartStableAfter).
 	RestartStableAfter time.Duration
-	Logger             *slog.Logger
+	// WarmSandboxesMemoryMB is the memory budget of the sandboxes created
+	// ahead of the resumes of suspended machines (warm.go; 0: none), and
+	// WarmSandboxCostMB what each is charged (default
+	// DefaultWarmSandboxCostMB). Only with a runtime.Precreator.
+	WarmSandboxesMemoryMB int
+	WarmSandboxCostMB     int
+	Logger                *slog.Logger
 }
 
 // Manager runs machines. It is safe for concurrent use.
@@ -155,6 +161,8 @@ type Manager struct {
 	faultFn atomic.Pointer[func(point, machineID string)]
 	// failFn is the armed fail function of a test build (SetFailure).
 	failFn atomic.Pointer[func(point, machineID string) error]
+	// warm holds the sandboxes created ahead of resumes (warm.go).
+	warm warmPool
 }
 
 // New returns a Manager. Call Recover before serving requests.
@@ -187,7 +195,11 @@ func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
+	if cfg.WarmSandboxCostMB <= 0 {
+		cfg.WarmSandboxCostMB = DefaultWarmSandboxCostMB
+	}
 	return &Manager{
+		warm:     warmPool{budgetMB: max(cfg.WarmSandboxesMemoryMB, 0), costMB: cfg.WarmSandboxCostMB},
 		cfg:      cfg,
 		store:    st,
 		rt:       rt,
@@ -202,9 +214,11 @@ func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 	}, nil
 }
 
-// Close stops supervising sandboxes and draining consoles. Sandboxes keep
-// running; a new Manager adopts them with Recover.
+// Close stops supervising sandboxes and draining consoles, and deletes the
+// warm sandboxes (warm.go). Sandboxes keep running; a new Manager adopts
+// them with Recover.
 func (m *Manager) Close() {
+	m.closeWarm()
 	m.mu.Lock()
 	m.closed = true
 	m.runs = map[string]*run{}

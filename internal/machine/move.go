@@ -98,6 +98,8 @@ func (m *Manager) Forget(ctx context.Context, id string) error {
 
 func (m *Manager) forget(ctx context.Context, mc model.Machine) error {
 	m.endRun(mc.ID)
+	m.forgetWarm(mc.ID)     // its sandbox is killed below
+	defer m.kickWarmLater() // the slot may go to another machine
 	if m.isFrozen(mc.ID) {
 		m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGCONT") // so that it dies at once
 	}

@@ -39,7 +39,9 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.log.Error("recover machine", "machine", mc.ID, "state", mc.State, "err", err)
 		}
 	}
-	return m.recoverPorts()
+	err = m.recoverPorts()
+	m.kickWarm() // precreate for the suspended machines (warm.go)
+	return err
 }
 
 func (m *Manager) recoverMachine(ctx context.Context, mc model.Machine) error {

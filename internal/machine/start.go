@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -69,7 +70,7 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, fallback erro
 		return m.failStart(mc, "discard old snapshots", err)
 	}
 	m.fault("start/after-discard", mc.ID)
-	spec, err := m.prepare(ctx, mc)
+	spec, err := m.prepare(ctx, mc, nil)
 	if err != nil {
 		return m.failStart(mc, "prepare sandbox", err)
 	}
@@ -107,9 +108,15 @@ func (m *Manager) failStart(mc model.Machine, step string, cause error) (model.M
 
 // prepare readies everything a boot or restore needs: no stale sandbox,
 // network, console, bundle directory.
-func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, error) {
-	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
-		return runtime.Spec{}, fmt.Errorf("remove stale sandbox: %w", err)
+//
+// With warm (the machine's precreated sandbox, warm.go), the sandbox is
+// kept and the network is not attached again but adopted: the precreated
+// sandbox has taken its namespace over.
+func (m *Manager) prepare(ctx context.Context, mc model.Machine, warm *warmEntry) (runtime.Spec, error) {
+	if warm == nil {
+		if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+			return runtime.Spec{}, fmt.Errorf("remove stale sandbox: %w", err)
+		}
 	}
 	img, err := m.imageOf(ctx, mc)
 	if err != nil {
@@ -139,7 +146,12 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine) (runtime.Spec, 
 		MemoryMB: mc.Config.Guest.MemoryMB,
 		Console:  m.consolePath(mc.ID),
 	}
-	if m.cfg.Network != nil {
+	if m.cfg.Network != nil && warm != nil {
+		if err := m.cfg.Network.Adopt(ctx, mc.App, mc.ID); err != nil {
+			return spec, fmt.Errorf("network: %w", err)
+		}
+		spec.NetNS = warm.spec.NetNS
+	} else if m.cfg.Network != nil {
 		ns, ip, err := m.cfg.Network.Attach(ctx, mc.App, mc.ID)
 		if err != nil {
 			return spec, fmt.Errorf("network: %w", err)
@@ -208,7 +220,8 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	if err := m.store.View(func(tx *store.Tx) error { return m.admit(tx, &mc) }); err != nil {
 		return false, err
 	}
-	spec, err := m.prepare(ctx, mc)
+	spec, warm, err := m.prepareResume(ctx, mc)
+	defer warm.release(ctx)
 	if p, ok := m.rt.(runtime.Preparer); ok && err == nil {
 		err = p.PrepareRestore(ctx, spec)
 	}
@@ -247,6 +260,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		verifyTook = time.Since(t)
 		verified <- err
 	}()
+	warm.used = true // the restore uses the precreated sandbox or deletes it
 	err = m.rt.Restore(ctx, spec, dir)
 	restored := time.Now()
 	if err == nil {
@@ -265,7 +279,7 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	deleteImage := m.discardRestoredImage(mc.ID, snap.Dir)
 	defer deleteImage()
 	details := &model.StartDetails{FromSnapshot: true, SnapshotID: snap.ID, BootGeneration: mc.BootGeneration,
-		ResumePhases: &model.ResumePhases{
+		WarmSandbox: warm.hit, ResumePhases: &model.ResumePhases{
 			RestoreMS: time.Since(begin).Milliseconds(), PrepareMS: prepared.Sub(begin).Milliseconds(),
 			ClaimMS: claimed.Sub(prepared).Milliseconds(), RuntimeRestoreMS: restored.Sub(claimed).Milliseconds(),
 			VerifyMS: verifyTook.Milliseconds(), VerifyWaitMS: waited.Milliseconds(),
@@ -281,6 +295,60 @@ func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 		m.fault("resume/after-commit-started", mc.ID)
 	}
 	return true, err
+}
+
+// resumeWarm is what a resume found of its machine's precreated sandbox.
+type resumeWarm struct {
+	m    *Manager
+	id   string
+	hit  bool // the runtime will restore into a sandbox precreated for the spec
+	used bool // the runtime's Restore ran (and used or deleted the sandbox)
+	e    warmEntry
+}
+
+// prepareResume prepares the restore of mc (see prepare): into its
+// precreated sandbox if it has one that the restore can use, else as
+// without one, the precreated sandbox deleted first.
+func (m *Manager) prepareResume(ctx context.Context, mc model.Machine) (runtime.Spec, *resumeWarm, error) {
+	w := &resumeWarm{m: m, id: mc.ID}
+	e, ok := m.takeWarm(mc.ID)
+	if !ok {
+		spec, err := m.prepare(ctx, mc, nil)
+		return spec, w, err
+	}
+	pc := m.precreator()
+	spec, err := m.prepare(ctx, mc, &e)
+	if err == nil && reflect.DeepEqual(spec, e.spec) && pc.Precreated(spec) {
+		w.hit, w.e = true, e
+		return spec, w, nil
+	}
+	m.log.Info("the warm sandbox does not fit the resume; resuming without it", "machine", mc.ID, "err", err)
+	if err := pc.DiscardPrecreated(ctx, sandboxID(mc.ID)); err != nil {
+		m.log.Warn("delete a warm sandbox", "machine", mc.ID, "err", err)
+	}
+	spec, err = m.prepare(ctx, mc, nil)
+	return spec, w, err
+}
+
+// release gives back the precreated sandbox of a resume that did not get
+// to the restore: kept for the next start if the machine is still
+// suspended (e.g. the start was postponed), deleted otherwise.
+func (w *resumeWarm) release(ctx context.Context) {
+	if !w.hit || w.used {
+		return
+	}
+	var mc model.Machine
+	err := w.m.store.View(func(tx *store.Tx) (err error) {
+		mc, err = tx.Machine(w.id)
+		return err
+	})
+	if err == nil && mc.State == model.StateSuspended {
+		w.m.putWarm(w.id, w.e)
+		return
+	}
+	if err := w.m.precreator().DiscardPrecreated(context.WithoutCancel(ctx), sandboxID(w.id)); err != nil {
+		w.m.log.Warn("delete a warm sandbox", "machine", w.id, "err", err)
+	}
 }
 
 // resumePostponed answers a resume that failed at step before its snapshot

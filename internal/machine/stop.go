@@ -104,6 +104,10 @@ func (m *Manager) discardSuspended(ctx context.Context, mc model.Machine, op str
 		return err
 	}
 	m.fault("discard/after-commit", mc.ID)
+	// A sandbox precreated for the resume (warm.go) goes with the snapshot.
+	if err := m.rt.Kill(ctx, sandboxID(mc.ID)); err != nil {
+		return err
+	}
 	if err := m.discardSnapshotDirs(mc.ID); err != nil {
 		return err
 	}

@@ -254,7 +254,7 @@ func (m *Manager) afterFailedSuspend(ctx context.Context, f suspendFailure, noti
 // image it wrote, used when only sealing failed. The image never left the
 // daemon's hands and is deleted right after.
 func (m *Manager) restoreUnsealed(ctx context.Context, mc model.Machine, dir string) error {
-	spec, err := m.prepare(ctx, mc)
+	spec, err := m.prepare(ctx, mc, nil)
 	if err == nil {
 		err = m.rt.Restore(ctx, spec, dir)
 	}

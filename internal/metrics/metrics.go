@@ -53,6 +53,13 @@ type VolumeUsage struct {
 	UsedBytes int64 // used in its filesystem
 }
 
+// WarmUsage is what the warm sandboxes (created ahead of resumes) take now.
+type WarmUsage struct {
+	Sandboxes   int
+	MemoryBytes int64 // charged against the budget
+	BudgetBytes int64
+}
+
 // Config says where the metrics read at scrape time come from. Nil
 // functions leave their metrics out.
 type Config struct {
@@ -62,6 +69,8 @@ type Config struct {
 	// images kept on this host, and every volume (of every app).
 	Images  func() (ImageUsage, error)
 	Volumes func() ([]VolumeUsage, error)
+	// Warm reports the sandboxes created ahead of resumes (machine/warm.go).
+	Warm func() WarmUsage
 	// Version, Runtime and RuntimeVersion label torpor_build_info (the
 	// version defaults to the binary's module version or VCS revision).
 	Version, Runtime, RuntimeVersion string
@@ -88,6 +97,7 @@ type Metrics struct {
 	failures        *prometheus.CounterVec
 	fallbacks       *prometheus.CounterVec
 	snapshotWritten prometheus.Counter
+	warmResumes     *prometheus.CounterVec
 
 	proxyRequests    *prometheus.CounterVec
 	proxyConnections *prometheus.CounterVec
@@ -146,6 +156,9 @@ func New(cfg Config) *Metrics {
 	m.fallbacks = counter("torpor_machine_resume_fallbacks_total",
 		"Resumes that could not use their snapshot and cold-started instead, by reason.",
 		"app", "reason")
+	m.warmResumes = counter("torpor_machine_resume_warm_total",
+		"Resumes from a snapshot by whether they restored into a sandbox created ahead (result \"hit\") or created one (\"miss\"); see --warm-sandboxes-memory.",
+		"app", "result")
 	m.snapshotWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "torpor_snapshot_written_bytes_total",
 		Help: "Bytes of snapshot images sealed by suspends."})
 	m.reg.MustRegister(m.snapshotWritten)
@@ -231,6 +244,11 @@ func (m *Metrics) observeStart(app string, d *model.StartDetails) {
 		return
 	}
 	m.resume.WithLabelValues(app).Observe(seconds(d.DurationMS))
+	warm := "miss"
+	if d.WarmSandbox {
+		warm = "hit"
+	}
+	m.warmResumes.WithLabelValues(app, warm).Inc()
 	if p := d.ResumePhases; p != nil {
 		for phase, ms := range map[string]int64{"claim": p.ClaimMS, "prepare": p.PrepareMS,
 			"runtime_restore": p.RuntimeRestoreMS, "verify": p.VerifyMS, "verify_wait": p.VerifyWaitMS,

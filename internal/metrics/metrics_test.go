@@ -38,7 +38,11 @@ func newEnv(t *testing.T) *env {
 		Volumes: func() ([]metrics.VolumeUsage, error) {
 			return []metrics.VolumeUsage{{App: "web", SizeBytes: 1 << 30, UsedBytes: 1 << 20}, {App: "web", SizeBytes: 1 << 30}}, nil
 		},
-		Images:  func() (metrics.ImageUsage, error) { return metrics.ImageUsage{}, errors.New("no images here") },
+		Images: func() (metrics.ImageUsage, error) { return metrics.ImageUsage{}, errors.New("no images here") },
+		Warm: func() metrics.WarmUsage {
+			w := e.M.WarmStats()
+			return metrics.WarmUsage{Sandboxes: w.Sandboxes, MemoryBytes: w.MemoryBytes, BudgetBytes: w.BudgetBytes}
+		},
 		Version: "test", Runtime: "fake", RuntimeVersion: "v1",
 	})
 	t.Cleanup(e.M.Subscribe(e.m.Observe))
@@ -113,6 +117,10 @@ func TestMachineLifecycleMetrics(t *testing.T) {
 		`torpor_machine_resume_phase_duration_seconds_count{phase="app_notice"} 1`,
 		`torpor_machines{app="web",state="started"} 1`,
 		`torpor_machine_transitions_total{from="suspended",source="user",to="starting"} 1`,
+		`torpor_machine_resume_warm_total{app="web",result="miss"} 1`,
+		`torpor_warm_sandboxes 0`,
+		`torpor_warm_sandbox_memory_bytes 0`,
+		`torpor_warm_sandbox_budget_bytes 0`,
 	)
 
 	// A resume whose snapshot is gone cold-starts: a fallback, by reason.

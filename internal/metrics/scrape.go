@@ -27,6 +27,9 @@ var (
 	volumesDesc    = prometheus.NewDesc("torpor_volumes", "Volumes now, by app.", []string{"app"}, nil)
 	volumeSizeDesc = prometheus.NewDesc("torpor_volume_size_bytes", "Capacity of the app's volumes, summed.", []string{"app"}, nil)
 	volumeUsedDesc = prometheus.NewDesc("torpor_volume_used_bytes", "Space used in the filesystems of the app's volumes, summed.", []string{"app"}, nil)
+	warmDesc       = prometheus.NewDesc("torpor_warm_sandboxes", "Sandboxes created ahead of the resume of a suspended machine, waiting now (--warm-sandboxes-memory).", nil, nil)
+	warmBytesDesc  = prometheus.NewDesc("torpor_warm_sandbox_memory_bytes", "Memory the waiting warm sandboxes are charged against their budget (each at --warm-sandbox-cost-mb).", nil, nil)
+	warmBudgetDesc = prometheus.NewDesc("torpor_warm_sandbox_budget_bytes", "The warm sandboxes' memory budget (--warm-sandboxes-memory; 0: none are made).", nil, nil)
 	buildInfoDesc  = prometheus.NewDesc("torpor_build_info", "torpor's version and the runtime it runs machines with; always 1.",
 		[]string{"version", "runtime", "runtime_version"}, nil)
 	scrapeErrorsDesc = prometheus.NewDesc("torpor_scrape_source_up",
@@ -38,7 +41,7 @@ type scraped struct{ m *Metrics }
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{machinesDesc, snapshotImagesDesc, snapshotBytesDesc, imagesDesc, imageBytesDesc,
-		volumesDesc, volumeSizeDesc, volumeUsedDesc, buildInfoDesc, scrapeErrorsDesc} {
+		volumesDesc, volumeSizeDesc, volumeUsedDesc, warmDesc, warmBytesDesc, warmBudgetDesc, buildInfoDesc, scrapeErrorsDesc} {
 		ch <- d
 	}
 }
@@ -56,6 +59,12 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	}
 	if cfg.Machines != nil {
 		up("machines", collectMachines(cfg.Machines, ch))
+	}
+	if cfg.Warm != nil {
+		w := cfg.Warm()
+		ch <- prometheus.MustNewConstMetric(warmDesc, prometheus.GaugeValue, float64(w.Sandboxes))
+		ch <- prometheus.MustNewConstMetric(warmBytesDesc, prometheus.GaugeValue, float64(w.MemoryBytes))
+		ch <- prometheus.MustNewConstMetric(warmBudgetDesc, prometheus.GaugeValue, float64(w.BudgetBytes))
 	}
 	if cfg.Snapshots != nil {
 		u, err := cfg.Snapshots()

@@ -131,6 +131,9 @@ type StartDetails struct {
 	// Error says why a start failed (status "failed").
 	Error    string   `json:"error,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
+	// WarmSandbox: the resume restored into a sandbox created ahead of it
+	// (torpor serve --warm-sandboxes-memory; docs/suspend-resume.md).
+	WarmSandbox bool `json:"warm_sandbox,omitempty"`
 	*ResumePhases
 	*AppNotice
 }

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +42,9 @@ type Runtime struct {
 	// that a test can hold a checkpoint in progress.
 	OnCheckpoint func(id string)
 	calls        []string
+	// precreated holds the specs of the sandboxes Precreate made and no
+	// Restore, Kill or DiscardPrecreated has used or deleted since.
+	precreated map[string]runtime.Spec
 }
 
 // Sandbox is one fake sandbox.
@@ -54,7 +59,7 @@ type Sandbox struct {
 
 // New returns a fake runtime reporting version.
 func New(version string) *Runtime {
-	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}}
+	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}, precreated: map[string]runtime.Spec{}}
 }
 
 // Fail makes the next call of op ("boot", "checkpoint", "restore",
@@ -219,6 +224,14 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir strin
 	if _, ok := r.sandboxes[spec.ID]; ok {
 		return fmt.Errorf("sandbox %s exists", spec.ID)
 	}
+	if pre, ok := r.precreated[spec.ID]; ok {
+		delete(r.precreated, spec.ID)
+		if reflect.DeepEqual(pre, spec) {
+			r.record("restore-precreated")
+		} else {
+			r.record("discard-precreated")
+		}
+	}
 	data, err := os.ReadFile(filepath.Join(imageDir, "checkpoint.img"))
 	if err != nil {
 		return err
@@ -268,6 +281,7 @@ func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 func (r *Runtime) Kill(ctx context.Context, id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	delete(r.precreated, id)
 	if s, ok := r.sandboxes[id]; ok {
 		r.stop(s, runtime.ExitStatus{Signal: "SIGKILL"})
 		delete(r.sandboxes, id)
@@ -326,6 +340,9 @@ func (r *Runtime) State(ctx context.Context, id string) (runtime.Status, error) 
 		return "", err
 	}
 	s, ok := r.sandboxes[id]
+	if _, pre := r.precreated[id]; !ok && pre {
+		return runtime.StatusCreated, nil
+	}
 	if !ok {
 		return runtime.StatusAbsent, nil
 	}
@@ -398,4 +415,52 @@ func (r *Runtime) ResetCalls() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = nil
+}
+
+var _ runtime.Precreator = (*Runtime)(nil)
+
+// Precreate implements runtime.Precreator: it records spec (Fail("precreate", err) makes it fail).
+func (r *Runtime) Precreate(ctx context.Context, spec runtime.Spec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("precreate")
+	if err := r.takeFailure("precreate"); err != nil {
+		return err
+	}
+	if _, ok := r.sandboxes[spec.ID]; ok {
+		return fmt.Errorf("sandbox %s exists", spec.ID)
+	}
+	r.precreated[spec.ID] = spec
+	return nil
+}
+
+// Precreated implements runtime.Precreator.
+func (r *Runtime) Precreated(spec runtime.Spec) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pre, ok := r.precreated[spec.ID]
+	return ok && reflect.DeepEqual(pre, spec)
+}
+
+// DiscardPrecreated implements runtime.Precreator.
+func (r *Runtime) DiscardPrecreated(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.precreated[id]; ok {
+		r.record("discard-precreated")
+		delete(r.precreated, id)
+	}
+	return nil
+}
+
+// PrecreatedIDs lists the sandboxes precreated now, sorted.
+func (r *Runtime) PrecreatedIDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]string, 0, len(r.precreated))
+	for id := range r.precreated {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }

@@ -88,6 +88,9 @@ type Runtime struct {
 	// procs holds each sandbox's process as runsc last reported it, for
 	// Running when runsc cannot answer (check.go).
 	procs map[string]sandboxProc
+	// precreated holds the sandboxes Precreate made and no Restore, Kill
+	// or DiscardPrecreated has used or deleted since (precreate.go).
+	precreated map[string]precreatedSandbox
 }
 
 // markGone records that id has no sandbox now.

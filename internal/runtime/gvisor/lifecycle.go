@@ -42,6 +42,15 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir strin
 	if err := checkImage(imageDir); err != nil {
 		return err
 	}
+	// A sandbox precreated for this very spec only needs the image loaded
+	// (precreate.go); one precreated for another spec is deleted first.
+	if p, ok := r.takePrecreated(spec.ID); ok {
+		if digest, err := specDigest(spec); err == nil && digest == p.digest {
+			return r.restorePrecreated(ctx, spec, imageDir, p)
+		}
+		r.cleanup(ctx, spec.ID)
+		r.markGone(spec.ID)
+	}
 	if err := writeConfig(spec); err != nil {
 		return err
 	}
@@ -275,6 +284,7 @@ func (r *Runtime) kill(ctx context.Context, id string, args ...string) error {
 // deleted since it last started one with that ID (after a checkpoint, a
 // kill) is known absent without asking runsc.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
+	r.takePrecreated(id) // deleted below like any other sandbox
 	if r.isGone(id) {
 		return nil
 	}
