@@ -127,8 +127,8 @@ func TestWarmSandboxResume(t *testing.T) {
 }
 
 // A daemon killed with a warm sandbox leaves none once the next daemon
-// has started (its recovery deletes it), and a daemon with a budget
-// creates it again and resumes into it.
+// has started (its recovery deletes it), a daemon with a budget creates
+// it again and resumes into it, and one that stops deletes it.
 func TestWarmSandboxDaemonCrash(t *testing.T) {
 	d := newParallelDaemon(t, "--warm-sandboxes-memory", "256MiB")
 	m := d.create(counterConfig(nil))
@@ -155,4 +155,14 @@ func TestWarmSandboxDaemonCrash(t *testing.T) {
 		t.Fatalf("resume after the restart: %+v, want it into the warm sandbox", st)
 	}
 	consecutive(t, d.waitCount(m.ID, last[len(last)-1]+3))
+
+	// A daemon that stops (SIGTERM) deletes its warm sandboxes.
+	d.suspend(m.ID)
+	d.waitPrecreated(m.ID)
+	d.stop()
+	if got := d.sandboxes(); len(got) != 0 {
+		t.Fatalf("sandboxes after the daemon stopped: %v", got)
+	}
+	d.run()
+	d.waitPrecreated(m.ID)
 }
