@@ -399,6 +399,19 @@ func (l *clockListener) since(t time.Time) []clockSample {
 	return out
 }
 
+// lastSample is the sample with the highest sequence number so far.
+func (l *clockListener) lastSample() clockSample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var last clockSample
+	for _, s := range l.samples {
+		if s.seq > last.seq {
+			last = s
+		}
+	}
+	return last
+}
+
 // lastSeq is the highest sequence number received so far.
 func (l *clockListener) lastSeq() int {
 	l.mu.Lock()
@@ -459,11 +472,25 @@ func TestClockRightAfterResume(t *testing.T) {
 		time.Sleep(asleep)
 		before := time.Now()
 		lastSeq := l.lastSeq()
+		last := l.lastSample()
 		if resp := d.start(m.ID); !resp.FromSnapshot {
 			t.Fatal("not resumed")
 		}
 		returned := time.Now()
-		after := l.waitSamples(t, before, 100)
+		after := l.waitSamples(t, before, 101)
+		// A datagram the app stamped and sent just before the freeze can
+		// still sit in the sandbox's network stack when the checkpoint is
+		// taken, and leave it only after the restore (CI, 2026-12-02: seq
+		// lastSeq+1, stamped 1 ms after the last one received before the
+		// suspend, 10 s behind). Its stamp is right for when it was sent:
+		// it is not judged. A clock left at the snapshot's time would still
+		// break the datagrams stamped after the restore, judged below.
+		if after[0].seq == last.seq+1 && after[0].app.Before(before) &&
+			after[0].app.Sub(last.app) < 5*time.Millisecond {
+			t.Logf("datagram %d was stamped %v after the last one before the suspend and delivered after the restore (in flight at the checkpoint): not judged",
+				after[0].seq, after[0].app.Sub(last.app))
+			after = after[1:]
+		}
 		first := after[0]
 		worst := time.Duration(0)
 		for _, s := range after[:100] {
