@@ -216,26 +216,20 @@ func readDir(b *testing.B, dir string) {
 	}
 }
 
-const shmemEnabled = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
-
 // setShmemHugePages sets the host's shmem huge page policy to "advise"
 // (on) or "never" (off) and puts the original back when the benchmark ends.
 func setShmemHugePages(b *testing.B, on bool) {
 	b.Helper()
-	orig, err := os.ReadFile(shmemEnabled)
+	cur, err := ShmemHugePages(ShmemEnabledPath)
 	if err != nil {
 		b.Skipf("no transparent huge pages: %v", err)
-	}
-	cur := string(orig)
-	if i, j := strings.IndexByte(cur, '['), strings.IndexByte(cur, ']'); i >= 0 && j > i {
-		cur = cur[i+1 : j]
 	}
 	want := map[bool]string{true: "advise", false: "never"}[on]
 	if cur == want {
 		return
 	}
-	if err := os.WriteFile(shmemEnabled, []byte(want), 0o644); err != nil {
-		b.Fatalf("setting %s to %s: %v", shmemEnabled, want, err)
+	if err := os.WriteFile(ShmemEnabledPath, []byte(want), 0o644); err != nil {
+		b.Fatalf("setting %s to %s: %v", ShmemEnabledPath, want, err)
 	}
-	b.Cleanup(func() { os.WriteFile(shmemEnabled, []byte(cur), 0o644) })
+	b.Cleanup(func() { os.WriteFile(ShmemEnabledPath, []byte(cur), 0o644) })
 }
