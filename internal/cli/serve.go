@@ -110,15 +110,14 @@ daemon adopts them.`,
 	return cmd
 }
 
-// DefaultWarmSandboxesMemory is --warm-sandboxes-memory's default: none,
-// for now. The feature changes what a suspended machine holds on the host
-// (a created sandbox in `runsc list`, ~54 MiB resident), which the crash
-// tests' invariant ("a runsc sandbox only for a started machine") and
-// operators' scripts assume; 256MiB (four sandboxes at the default cost,
-// for the last machines suspended or those behind the proxy) is what
-// docs/suspend-resume.md recommends on a host that runs machines of
-// 256 MiB or more.
-const DefaultWarmSandboxesMemory = "0"
+// DefaultWarmSandboxesMemory is --warm-sandboxes-memory's default: four
+// sandboxes at the default cost, for the machines behind the proxy and the
+// last ones suspended. A resume into one skips creating the sandbox (~50 ms
+// of a 64 MiB resume, docs/benchmarks.md). A suspended machine with one has
+// a runsc container in state "created" (`runsc list`), ~54 MiB resident;
+// warm sandboxes never take memory --host-memory-mb gives machines. 0
+// turns them off.
+const DefaultWarmSandboxesMemory = "256MiB"
 
 // parseMiB parses a memory size into MiB: a number with a unit (KiB, MiB,
 // GiB, or K, M, G, MB, GB taken as the binary ones) or a bare number of

@@ -230,11 +230,21 @@ func (r *crashRig) unrested() string {
 	if (m.State == model.StateStarted) != running {
 		return fmt.Sprintf("machine is %s, sandbox running=%v", m.State, running)
 	}
-	// The supervisor deletes an exited sandbox right after recording the exit.
-	if m.State != model.StateStarted && slices.Contains(r.d.containers(), "torpor-"+r.id) {
-		return fmt.Sprintf("machine is %s, its runsc container is still there", m.State)
+	// The supervisor deletes an exited sandbox right after recording the
+	// exit. A suspended machine may have a warm sandbox: created ahead of
+	// its resume, never running (the daemon's default
+	// --warm-sandboxes-memory).
+	if m.State != model.StateStarted && slices.Contains(r.d.containers(), "torpor-"+r.id) && !r.warmAllowed(m) {
+		return fmt.Sprintf("machine is %s, its runsc container is still there (%s)", m.State, r.d.sandboxState(r.id))
 	}
 	return ""
+}
+
+// warmAllowed reports whether the machine's runsc container, if it has
+// one, is allowed as a warm sandbox: the machine is suspended and the
+// container was created ahead, not restored (runsc's "created").
+func (r *crashRig) warmAllowed(m model.Machine) bool {
+	return m.State == model.StateSuspended && r.d.sandboxState(r.id) == "created"
 }
 
 // sandboxRunning reports whether runsc runs the machine's sandbox and its
@@ -267,7 +277,7 @@ func (d *daemon) containers() []string {
 
 // check asserts the invariants after a crash: at rest, snapshot dirs only
 // for a suspended machine (exactly one), a runsc container only for a
-// started one, which answers its app directly and through the proxy, and
+// started one (or a warm one, created and never run, for a suspended one), which answers its app directly and through the proxy, and
 // the counter never went back.
 func (r *crashRig) check(label string) {
 	r.t.Helper()
@@ -283,8 +293,8 @@ func (r *crashRig) check(label string) {
 	}
 	cs := d.containers()
 	has := slices.Contains(cs, "torpor-"+r.id)
-	if has != (m.State == model.StateStarted) || len(cs) > 1 {
-		r.t.Fatalf("%s: %s machine, runsc containers %v", label, m.State, cs)
+	if (has != (m.State == model.StateStarted) && !(has && r.warmAllowed(m))) || len(cs) > 1 {
+		r.t.Fatalf("%s: %s machine, runsc containers %v (%s)", label, m.State, cs, d.sandboxState(r.id))
 	}
 	if m.State == model.StateStarted {
 		d.answers(r.id, r.port, label)

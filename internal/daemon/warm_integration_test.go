@@ -69,9 +69,10 @@ func withWarm(flags []string, v string) []string {
 // A suspended machine gets a sandbox created ahead; its resume restores
 // into it (the event says so), its app goes on where it was (its counter
 // and its HTTP answers, over its network) and its log goes on; a stop,
-// update or destroy of a suspended machine leaves no sandbox behind.
+// update or destroy of a suspended machine leaves no sandbox behind. The
+// daemon runs with the default --warm-sandboxes-memory: they are on.
 func TestWarmSandboxResume(t *testing.T) {
-	d := newParallelDaemon(t, "--warm-sandboxes-memory", "256MiB")
+	d := newParallelDaemon(t)
 	m := d.create(counterConfig(nil))
 	d.waitCount(m.ID, 3)
 	before := d.httpGet(m)

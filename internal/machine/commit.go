@@ -86,6 +86,12 @@ func (m *Manager) write(id string, to *model.State, ch change, evs []model.Event
 		// later, off the resume's path.
 		m.forgetWarm(id)
 		m.kickWarmLater()
+	case *to == model.StateStarting && m.cfg.HostMemoryMB > 0:
+		// A start takes host memory that warm sandboxes may hold: they
+		// yield (hostMemoryFree), a moment later.
+		m.kickWarmLater()
+	case m.cfg.HostMemoryMB > 0 && holdsResources(from) && !holdsResources(*to):
+		m.kickWarm() // memory freed (a stop, an exit): room for one again
 	}
 	m.notify(id)
 	m.publish(model.Change{Machine: mc, From: from, Events: stored, At: mc.UpdatedAt, Source: m.sourceOf(id, stored)})

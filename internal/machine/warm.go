@@ -24,7 +24,9 @@ import (
 //   - the policy: which suspended machines get a precreated sandbox. At
 //     most Config.WarmSandboxesMemoryMB / Config.WarmSandboxCostMB of them
 //     (the budget, charged at a configured cost per sandbox: ~54 MiB
-//     resident measured for gVisor, 64 MiB by default), chosen among the
+//     resident measured for gVisor, 64 MiB by default) and within what
+//     --host-memory-mb leaves free of machines (hostMemoryFree: warm
+//     sandboxes yield to machines), chosen among the
 //     suspended machines with a sealed snapshot: first those with a
 //     service the proxy autostarts (a request wakes them), then the most
 //     recently suspended (the likeliest to be woken soon), then by ID;
@@ -344,6 +346,33 @@ func autostarted(cfg model.MachineConfig) bool {
 	return false
 }
 
+// hostMemoryFree is what --host-memory-mb leaves to warm sandboxes: the
+// host's memory for machines less that of every machine holding some
+// (admit's sum), in MiB; false when the host's memory is not limited.
+// Warm sandboxes yield to machines: admission does not count them, and a
+// start that takes their room makes the next reconcile (kicked after it)
+// delete as many as no longer fit.
+func (m *Manager) hostMemoryFree() (int, bool) {
+	if m.cfg.HostMemoryMB <= 0 {
+		return 0, false
+	}
+	used := 0
+	err := m.store.View(func(tx *store.Tx) error {
+		ms, err := tx.Machines("")
+		for _, o := range ms {
+			if holdsResources(o.State) {
+				used += o.Config.Guest.MemoryMB
+			}
+		}
+		return err
+	})
+	if err != nil {
+		m.log.Warn("warm sandboxes: list the machines", "err", err)
+		return 0, true
+	}
+	return m.cfg.HostMemoryMB - used, true
+}
+
 // reconcileWarm brings the set of warm sandboxes in line with the policy:
 // it deletes those of machines out of the chosen set (or whose snapshot
 // changed), then precreates those missing, one at a time.
@@ -355,11 +384,15 @@ func (m *Manager) reconcileWarm(ctx context.Context) {
 	}
 	w := &m.warm
 	w.mu.Lock()
-	n := 0
-	if w.costMB > 0 {
-		n = w.budgetMB / w.costMB
-	}
+	budget, cost := w.budgetMB, w.costMB
 	w.mu.Unlock()
+	if free, ok := m.hostMemoryFree(); ok {
+		budget = min(budget, free)
+	}
+	n := 0
+	if cost > 0 {
+		n = max(budget, 0) / cost
+	}
 	want := map[string]warmCandidate{}
 	for _, c := range cs[:min(n, len(cs))] {
 		want[c.mc.ID] = c

@@ -128,6 +128,41 @@ func TestWarmPolicyBudgetAndOrder(t *testing.T) {
 	e.waitWarm()
 }
 
+// Warm sandboxes never take the memory --host-memory-mb gives machines:
+// starts are admitted without counting them, and they yield.
+func TestWarmSandboxesYieldHostMemory(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.WarmSandboxesMemoryMB = 4 * DefaultWarmSandboxCostMB
+	e.cfg.HostMemoryMB = 4 * 256
+	e.restart()
+	sized := func() model.MachineConfig {
+		cfg := e.config()
+		cfg.Guest = model.Guest{MemoryMB: 256, CPUs: 1}
+		return cfg
+	}
+	newMachine := func() model.Machine {
+		mc, err := e.m.Create(context.Background(), "app", model.CreateMachineRequest{Config: sized()})
+		e.must(err)
+		return mc
+	}
+	a, b := newMachine(), newMachine()
+	e.suspend(a.ID)
+	e.suspend(b.ID)
+	e.waitWarm(a.ID, b.ID)
+	// 3 × 256 MB started: 256 MB left, room for both warm sandboxes.
+	c := newMachine()
+	newMachine()
+	newMachine()
+	e.waitWarm(a.ID, b.ID)
+	// One more start is admitted (warm sandboxes are not counted)...
+	e.start(a.ID)
+	// ...and the other warm sandbox yields: no memory is left.
+	e.waitWarm()
+	// A stop frees 256 MB: the suspended machine gets its sandbox back.
+	e.must(e.m.Stop(context.Background(), "app", c.ID, model.StopRequest{}))
+	e.waitWarm(b.ID)
+}
+
 // Every way out of suspended but a resume deletes the precreated sandbox.
 func TestWarmSandboxDiscarded(t *testing.T) {
 	ops := map[string]func(e *env, id string){
