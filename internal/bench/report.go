@@ -277,15 +277,20 @@ func targets(b *strings.Builder, res *Result) {
 			lines = append(lines, goal(name+": cold / resume ≥ 10×", ratio(cold, resume), cold >= 10*resume))
 		}
 	}
+	goalList(b, "Issue 6's goals", lines)
+	speedTargets(b, res)
+}
+
+// goalList writes a titled list of goals, nothing if there are none.
+func goalList(b *strings.Builder, title string, lines []string) {
 	if len(lines) == 0 {
 		return
 	}
-	b.WriteString("Issue 6's goals (for information; nothing fails on them):\n\n")
+	b.WriteString(title + " (for information; nothing fails on them):\n\n")
 	for _, l := range lines {
 		b.WriteString("- " + l + "\n")
 	}
 	b.WriteString("\n")
-	speedTargets(b, res)
 }
 
 // speedTargets compares the numbers with issue 16's goals, for the
@@ -325,14 +330,7 @@ func speedTargets(b *strings.Builder, res *Result) {
 				fmt.Sprintf("%+.0f ms over the plain resume", proxied-plain), proxied <= plain+5))
 		}
 	}
-	if len(lines) == 0 {
-		return
-	}
-	b.WriteString("Issue 16's goals, in the daemon's default configuration (for information; nothing fails on them):\n\n")
-	for _, l := range lines {
-		b.WriteString("- " + l + "\n")
-	}
-	b.WriteString("\n")
+	goalList(b, "Issue 16's goals, in the daemon's default configuration", lines)
 }
 
 func goal(what, got string, met bool) string {
