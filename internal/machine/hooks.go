@@ -32,27 +32,22 @@ const (
 // generationFile is where the app finds its boot generation and resume count.
 const generationFile = "/run/torpor/generation"
 
-// generationScript prints the machine's wall clock (the clock check), then
-// replaces the generation file atomically (rename) with its first argument.
-const generationScript = `date +%s.%N; mkdir -p /run/torpor && ` +
+// generationScript replaces the generation file atomically (rename) with
+// its first argument.
+const generationScript = `mkdir -p /run/torpor && ` +
 	`printf '%s' "$1" > ` + generationFile + `.tmp && mv -f ` + generationFile + `.tmp ` + generationFile
 
 // frozenGenerationScript does the same for a machine whose processes are all
 // stopped (after a restore), where no one can read the file half-written:
-// it writes in place, so that the shell starts one process (date) instead
-// of three (date, mkdir, mv). Each costs several milliseconds under gVisor,
-// and this runs on every resume's critical path.
-//
-// Then, if the clock it read is no earlier than $2 (Unix nanoseconds: the
-// host's time when the exec started, less maxClockSkew: the clock check's
-// own lower bound, see clockCheck.ok), it continues every process of the
-// machine (kill -CONT -1 reaches all but init and itself; 1 is init) and
-// prints "thawed": the thaw without a runsc kill of its own (~10 ms). A
-// clock behind (the stale clock page after a restore) leaves the app
-// frozen for the next try, as before.
-const frozenGenerationScript = `t=$(date +%s.%N); echo "$t"; [ -d /run/torpor ] || mkdir -p /run/torpor; ` +
-	`printf '%s' "$1" > ` + generationFile + `; ` +
-	`[ "${t%.*}${t#*.}" -ge "$2" ] && kill -CONT -1 1 && echo thawed`
+// it writes in place, with shell builtins only (the directory is there
+// since the boot's generation file), so that the shell starts no process:
+// each costs several milliseconds under gVisor, and this runs on every
+// resume's critical path.
+const frozenGenerationScript = `[ -d /run/torpor ] || mkdir -p /run/torpor; printf '%s' "$1" > ` + generationFile
+
+// clockArgv reads the machine's wall clock after a restore: one process,
+// no shell (the clock check; see settleClock).
+var clockArgv = []string{"date", "+%s.%N"}
 
 // Bounds of the daemon's own steps inside the machine.
 const (
@@ -219,8 +214,14 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	count := m.lastResumeCount(mc) + 1
 	notice := &model.AppNotice{ResumeCount: count}
 	g := generation{boot: mc.BootGeneration, resumes: count, suspendedAt: snap.CreatedAt, resumedAt: time.Now()}
-	clock, err := m.settleClock(ctx, mc, g)
-	if err != nil {
+	// The generation file is written while the clock is read: two
+	// processes in the frozen machine at once, neither of which forks.
+	written := make(chan error, 1)
+	go func() {
+		written <- m.writeGeneration(ctx, mc, g, frozenGenerationScript)
+	}()
+	clock := m.settleClock(ctx, mc)
+	if err := <-written; err != nil {
 		notice.GenerationFileError = err.Error()
 	}
 	clock.record(notice)
@@ -228,9 +229,7 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 		m.log.Warn("machine clock off after resume", "machine", mc.ID, "skew", clock.skew, "uncertainty", clock.uncertainty)
 	}
 	m.fault("resume/after-clock", mc.ID)
-	if !clock.thawed {
-		m.thaw(ctx, mc, notice)
-	}
+	m.thaw(ctx, mc, notice)
 	m.fault("resume/after-thaw", mc.ID)
 	evs := m.postResume(ctx, mc, notice)
 	m.resumeSignal(ctx, mc, notice)
@@ -245,21 +244,39 @@ const (
 	clockSettlePause = 50 * time.Millisecond
 )
 
-// settleClock writes the generation file and checks the machine's clock,
-// again and again while the clock is off, for about a second at most. The
-// exec that finds the clock right also thaws the app (clock.thawed).
-func (m *Manager) settleClock(ctx context.Context, mc model.Machine, g generation) (clockCheck, error) {
-	clock, err := m.writeGeneration(ctx, mc, g, frozenGenerationScript)
-	for try := 1; try < clockSettleTries && err == nil && !clock.ok() && !clock.thawed; try++ {
+// settleClock reads the machine's clock, again and again while it is off,
+// for about a second at most; the app stays frozen meanwhile, and is
+// thawed (thaw) only after a reading that is right or the last try.
+func (m *Manager) settleClock(ctx context.Context, mc model.Machine) clockCheck {
+	clock, err := m.readClock(ctx, mc)
+	for try := 1; try < clockSettleTries && err == nil && !clock.ok(); try++ {
 		time.Sleep(clockSettlePause)
-		clock, err = m.writeGeneration(ctx, mc, g, frozenGenerationScript)
+		clock, err = m.readClock(ctx, mc)
 	}
-	return clock, err
+	if err != nil {
+		m.log.Warn("read the machine's clock after a resume", "machine", mc.ID, "err", err)
+	}
+	return clock
+}
+
+// readClock reads the machine's wall clock once, inside (clockArgv).
+func (m *Manager) readClock(ctx context.Context, mc model.Machine) (clockCheck, error) {
+	cctx, cancel := stepCtx(ctx, generationTimeout)
+	defer cancel()
+	before := time.Now()
+	out, err := m.rt.Exec(cctx, sandboxID(mc.ID), clockArgv)
+	clock := newClockCheck(out, before, time.Now())
+	if err != nil {
+		return clock, fmt.Errorf("%v; output: %s", err, outputTail(out))
+	}
+	return clock, nil
 }
 
 // thaw continues the processes frozen for the checkpoint (see suspend).
 func (m *Manager) thaw(ctx context.Context, mc model.Machine, notice *model.AppNotice) {
-	if err := m.rt.SignalAll(ctx, sandboxID(mc.ID), "SIGCONT"); err != nil {
+	sctx, cancel := stepCtx(ctx, signalTimeout)
+	defer cancel()
+	if err := m.rt.SignalAll(sctx, sandboxID(mc.ID), "SIGCONT"); err != nil {
 		notice.ThawError = err.Error()
 	}
 }
@@ -281,7 +298,7 @@ func (m *Manager) resumeSignal(ctx context.Context, mc model.Machine, notice *mo
 // bootGeneration writes the generation file of a machine just cold-started
 // (no resume yet); it returns a notice of the failure, nil if none.
 func (m *Manager) bootGeneration(ctx context.Context, mc model.Machine) *model.AppNotice {
-	if _, err := m.writeGeneration(ctx, mc, generation{boot: mc.BootGeneration}, generationScript); err != nil {
+	if err := m.writeGeneration(ctx, mc, generation{boot: mc.BootGeneration}, generationScript); err != nil {
 		return &model.AppNotice{GenerationFileError: err.Error()}
 	}
 	return nil
@@ -311,20 +328,15 @@ func timestamp(t time.Time) string {
 
 // writeGeneration (re)writes the generation file inside the machine. The
 // machine's root filesystem lives in its memory, so the file is part of
-// every snapshot: it must be rewritten after each restore. The same exec
-// reads the machine's wall clock, which it returns as a clock check.
-func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation, script string) (clockCheck, error) {
+// every snapshot: it must be rewritten after each restore.
+func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation, script string) error {
 	gctx, cancel := stepCtx(ctx, generationTimeout)
 	defer cancel()
-	before := time.Now()
-	earliest := strconv.FormatInt(before.Add(-maxClockSkew).UnixNano(), 10)
-	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content(), earliest})
-	after := time.Now()
-	clock := newClockCheck(out, before, after)
+	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content()})
 	if err != nil {
-		return clock, fmt.Errorf("writing %s: %v; output: %s", generationFile, err, outputTail(out))
+		return fmt.Errorf("writing %s: %v; output: %s", generationFile, err, outputTail(out))
 	}
-	return clock, nil
+	return nil
 }
 
 // clockCheck compares the machine's wall clock, read once inside, with the
@@ -334,22 +346,20 @@ type clockCheck struct {
 	measured    bool
 	skew        time.Duration // machine minus host
 	uncertainty time.Duration
-	thawed      bool // the exec continued the app's processes itself
 }
 
 // newClockCheck reads the first line of out as Unix seconds ("date
-// +%s.%N"); a later line "thawed" says the exec thawed the app.
+// +%s.%N").
 func newClockCheck(out []byte, before, after time.Time) clockCheck {
-	line, rest, _ := strings.Cut(string(out), "\n")
-	thawed := strings.TrimSpace(rest) == "thawed"
+	line, _, _ := strings.Cut(string(out), "\n")
 	secs, err := strconv.ParseFloat(strings.TrimSpace(line), 64)
 	if err != nil || secs <= 0 {
-		return clockCheck{thawed: thawed}
+		return clockCheck{}
 	}
 	whole, frac := math.Modf(secs)
 	inside := time.Unix(int64(whole), int64(frac*1e9))
 	half := after.Sub(before) / 2
-	return clockCheck{measured: true, skew: inside.Sub(before.Add(half)), uncertainty: half, thawed: thawed}
+	return clockCheck{measured: true, skew: inside.Sub(before.Add(half)), uncertainty: half}
 }
 
 // ok reports whether the clock is certainly within maxClockSkew, or unmeasured.

@@ -20,8 +20,10 @@ const maxExecOutput = 1 << 20
 // execKillTimeout bounds the "runsc kill" that ends a cancelled exec.
 const execKillTimeout = 10 * time.Second
 
-// Exec runs args inside the running sandbox ("runsc exec", with the
-// container's environment and working directory) and returns its combined
+// Exec runs args inside the running sandbox (what "runsc exec" does, with
+// the container's environment and working directory, through the
+// sandbox's control socket: control.go; by spawning runsc exec when the
+// socket cannot be used) and returns its combined
 // stdout and stderr (the last 1 MiB of it). A non-zero exit is an error (an
 // *Error wrapping *exec.ExitError); the output is returned either way.
 //
@@ -39,6 +41,16 @@ func (r *Runtime) Exec(ctx context.Context, id string, args []string) ([]byte, e
 	if len(args) == 0 {
 		return nil, errors.New("gvisor: exec: no command")
 	}
+	out, err := r.controlExec(ctx, id, args)
+	if !errors.Is(err, errNoControl) {
+		return out, err
+	}
+	r.controlFallback(id, "exec", err)
+	return r.spawnExec(ctx, id, args)
+}
+
+// spawnExec is Exec by spawning `runsc exec`.
+func (r *Runtime) spawnExec(ctx context.Context, id string, args []string) ([]byte, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fmt.Errorf("gvisor: %w", err)

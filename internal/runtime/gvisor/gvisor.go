@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +67,9 @@ type Config struct {
 	// CPU quota is still lifted unless KeepLimits): for measuring what the
 	// headroom buys.
 	KeepMemoryLimit bool
+	// Log is where the driver says what it could not do its usual way
+	// (e.g. a control socket it fell back from); slog.Default() if nil.
+	Log *slog.Logger
 }
 
 // Runtime is the gVisor sandbox driver. Its methods are safe for concurrent
@@ -85,6 +89,9 @@ type Runtime struct {
 	// manager always kills first) need not ask runsc again: one runsc
 	// invocation less, ~7-12 ms, on every start, two on a resume.
 	gone map[string]bool
+	// fellBack holds the sandboxes whose control socket could not be used
+	// (logged once each; see control.go).
+	fellBack map[string]bool
 	// procs holds each sandbox's process as runsc last reported it, for
 	// Running when runsc cannot answer (check.go).
 	procs map[string]sandboxProc

@@ -259,11 +259,18 @@ func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 	return r.kill(ctx, id, id, signal)
 }
 
-// SignalAll sends signal to every process in the sandbox (runsc kill --all).
+// SignalAll sends signal to every process in the sandbox (what runsc kill
+// --all does, through the control socket; by spawning it when the socket
+// cannot be used).
 func (r *Runtime) SignalAll(ctx context.Context, id, signal string) error {
 	if signal == "" {
 		return errors.New("gvisor: empty signal")
 	}
+	err := r.controlSignalAll(ctx, id, signal)
+	if !errors.Is(err, errNoControl) {
+		return err
+	}
+	r.controlFallback(id, "signal", err)
 	return r.kill(ctx, id, "--all", id, signal)
 }
 

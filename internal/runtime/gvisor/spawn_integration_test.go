@@ -2,6 +2,7 @@ package gvisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,4 +93,73 @@ func TestResumeSpawnsOnlyRestore(t *testing.T) {
 		t.Errorf("runsc subcommands for Kill of a running sandbox: %q, want state first", got)
 	}
 	mustState(t, rt, spec.ID, runtime.StatusAbsent)
+}
+
+// TestExecAndSignalAllSpawnNoRunsc checks that Exec and SignalAll talk to
+// the sandbox's control socket instead of spawning runsc (control.go), with
+// runsc exec's semantics: the output of both streams, an exit code, the
+// container's environment, a cancelled exec's process killed inside the
+// sandbox, and a signal to every process.
+func TestExecAndSignalAllSpawnNoRunsc(t *testing.T) {
+	rt, spawns := newSpawnCountingRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	con := newConsole(t)
+	spec := newSpec(t, rt, "ctl", con.path, counterApp)
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 2 })
+	spawns.take(t)
+
+	out, err := rt.Exec(ctx, spec.ID, []string{"/bin/sh", "-c", "echo out; echo err >&2; echo \"path=$PATH\"; id -u"})
+	if err != nil || !strings.Contains(string(out), "out\n") || !strings.Contains(string(out), "err\n") ||
+		!strings.Contains(string(out), "path=/") || !strings.HasSuffix(strings.TrimSpace(string(out)), "0") {
+		t.Fatalf("exec = %q, %v; want both streams, the container's PATH and uid 0", out, err)
+	}
+	out, err = rt.Exec(ctx, spec.ID, []string{"/bin/sh", "-c", "echo oops >&2; exit 3"})
+	var ec interface{ ExitCode() int }
+	if !errors.As(err, &ec) || ec.ExitCode() != 3 || !strings.Contains(string(out), "oops") {
+		t.Fatalf("failing exec = %q, %v; want exit code 3 and its output", out, err)
+	}
+	if _, err := rt.Exec(ctx, spec.ID, []string{"/no/such/binary"}); err == nil {
+		t.Fatal("exec of a missing binary succeeded")
+	}
+
+	// A cancelled exec: its process (and its group) is killed inside.
+	cctx, ccancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = rt.Exec(cctx, spec.ID, []string{"/bin/sh", "-c", "sleep 1234 & sleep 1235"})
+	ccancel()
+	if err == nil {
+		t.Fatal("a cancelled exec returned no error")
+	}
+	waitFor(t, 10*time.Second, "the cancelled exec's processes gone", func() bool {
+		out, err := rt.Exec(ctx, spec.ID, []string{"/bin/sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"})
+		return err == nil && !strings.Contains(string(out), "sleep 123")
+	})
+
+	// SignalAll: SIGSTOP holds the counter, SIGCONT lets it go on.
+	if err := rt.SignalAll(ctx, spec.ID, "SIGSTOP"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a line in flight may still land
+	held := len(numbers(con.snapshot()))
+	time.Sleep(1500 * time.Millisecond)
+	if got := len(numbers(con.snapshot())); got != held {
+		t.Fatalf("the counter went on from %d to %d lines while stopped", held, got)
+	}
+	if err := rt.SignalAll(ctx, spec.ID, "CONT"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "output after SIGCONT", func() bool { return len(numbers(con.snapshot())) > held })
+
+	if got := spawns.take(t); len(got) != 0 {
+		t.Errorf("runsc spawned for Exec and SignalAll: %q, want none", got)
+	}
+	if err := rt.Kill(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Exec(ctx, spec.ID, []string{"/bin/true"}); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("exec in a deleted sandbox: %v, want ErrNotFound", err)
+	}
 }
