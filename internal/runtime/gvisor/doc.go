@@ -1,6 +1,8 @@
 // Package gvisor is the gVisor implementation of runtime.Runtime. It drives
 // the runsc binary (one pinned build, see scripts/install-runsc.sh) through
-// its command line and owns everything runsc needs on the host:
+// its command line, and a running sandbox's control socket for exec and
+// signals (control.go: what runsc exec and runsc kill --all send, without
+// spawning runsc), and owns everything runsc needs on the host:
 //
 //   - the runsc state directory (Config.RootDir, passed as runsc --root);
 //   - each sandbox's bundle directory: config.json (written here from a
