@@ -157,9 +157,9 @@ func controlCall(ctx context.Context, path, method string, arg any, files []*os.
 		return err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	// Only once ctx has ended (not at its deadline, which the socket could
+	// reach a moment before ctx reports it), so that a call cut short
+	// always reports ctx's error.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
@@ -329,6 +329,9 @@ var capBits = map[string]uint{
 // process exited: a child it left behind may hold the pipe open.
 const execOutputDrain = 100 * time.Millisecond
 
+// execStartTimeout bounds the call that starts an exec'd process.
+const execStartTimeout = 10 * time.Second
+
 // controlExec runs argv in sandbox id through the control socket and
 // returns its combined output, as Exec does. errNoControl (wrapped) means
 // nothing was started: the caller may spawn runsc instead.
@@ -355,10 +358,21 @@ func (r *Runtime) controlExec(ctx context.Context, id string, argv []string) ([]
 	}
 	defer pr.Close()
 	sock := st.Sandbox.ControlSocketPath
+	// The start is not cut short by ctx: a call cut off after the server
+	// got it may have started the process, and then only its pid (the
+	// answer) lets Exec kill it. ctx is honoured once the pid is known.
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), execStartTimeout)
 	var pid int32
-	err = controlCall(ctx, sock, ctlExecuteAsync, args, []*os.File{devnull, pw, pw}, &pid)
+	err = controlCall(sctx, sock, ctlExecuteAsync, args, []*os.File{devnull, pw, pw}, &pid)
+	scancel()
 	pw.Close() // the process has its own copy
 	if err != nil {
+		var ce *controlError
+		if errors.As(err, &ce) {
+			// As runsc exec, which prints why on its stderr: the output
+			// says why nothing ran (a missing binary, say).
+			return []byte(ce.Msg + "\n"), err
+		}
 		return nil, err
 	}
 	out := &tailBuffer{max: maxExecOutput}
@@ -368,14 +382,22 @@ func (r *Runtime) controlExec(ctx context.Context, id string, argv []string) ([]
 		_, _ = io.Copy(out, pr)
 	}()
 	var ws uint32
-	werr := controlCall(ctx, sock, ctlWaitPID, ctlWaitPIDArgs{PID: pid, CID: id}, nil, &ws)
-	if werr != nil && ctx.Err() == nil && errors.Is(werr, errNoControl) {
-		// The process runs: the caller must not start it again.
+	werr := ctx.Err()
+	if werr == nil {
+		werr = controlCall(ctx, sock, ctlWaitPID, ctlWaitPIDArgs{PID: pid, CID: id}, nil, &ws)
+	}
+	switch {
+	case werr != nil && ctx.Err() != nil:
+		werr = fmt.Errorf("gvisor: exec'd pid %d: %w", pid, ctx.Err())
+	case errors.Is(werr, errNoControl):
+		// The process runs: the caller must not start it again (%v drops
+		// the errNoControl class).
 		werr = fmt.Errorf("gvisor: waiting for exec'd pid %d: %v", pid, werr)
 	}
-	if werr != nil && ctx.Err() != nil {
-		// Cancelled: kill the process's group inside the sandbox (it leads
-		// one: an exec'd process has no parent there), as Exec does.
+	if werr != nil {
+		// Cancelled, or no longer watched: kill the process's group inside
+		// the sandbox (it leads one: an exec'd process has no parent
+		// there), as Exec does.
 		kctx, cancel := context.WithTimeout(context.Background(), execKillTimeout)
 		kerr := controlCall(kctx, sock, ctlSignal, ctlSignalArgs{CID: id, Signo: int32(unix.SIGKILL), PID: pid, Mode: deliverToProcessGroup}, nil, nil)
 		if kerr != nil {

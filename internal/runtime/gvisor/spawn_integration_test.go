@@ -122,8 +122,8 @@ func TestExecAndSignalAllSpawnNoRunsc(t *testing.T) {
 	if !errors.As(err, &ec) || ec.ExitCode() != 3 || !strings.Contains(string(out), "oops") {
 		t.Fatalf("failing exec = %q, %v; want exit code 3 and its output", out, err)
 	}
-	if _, err := rt.Exec(ctx, spec.ID, []string{"/no/such/binary"}); err == nil {
-		t.Fatal("exec of a missing binary succeeded")
+	if out, err := rt.Exec(ctx, spec.ID, []string{"/no/such/binary"}); err == nil || !strings.Contains(string(out), "/no/such/binary") {
+		t.Fatalf("exec of a missing binary = %q, %v; want an error, and output that says why (as runsc exec prints)", out, err)
 	}
 
 	// A cancelled exec: its process (and its group) is killed inside.
