@@ -289,7 +289,7 @@ func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 func (r *run) flushSnapshot() error {
 	dirs, err := filepath.Glob(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots", "*"))
 	for _, d := range dirs {
-		err = errors.Join(err, snapshot.Flush(d))
+		err = errors.Join(err, snapshot.Flush(context.Background(), d))
 	}
 	return err
 }

@@ -148,7 +148,8 @@ type Manager struct {
 	runs     map[string]*run          // supervised sandbox per machine
 	consoles map[string]*console
 	logs     map[string]*logs.Log
-	frozen   map[string]bool // machines Fence froze
+	frozen   map[string]bool   // machines Fence froze
+	flushes  map[string]*flush // background flushes of snapshots (flushLater)
 	closed   bool
 
 	subs subscribers // of committed changes (Subscribe)
@@ -211,6 +212,7 @@ func New(cfg Config, st *store.Store, rt runtime.Runtime) (*Manager, error) {
 		runs:     map[string]*run{},
 		consoles: map[string]*console{},
 		logs:     map[string]*logs.Log{},
+		flushes:  map[string]*flush{},
 	}, nil
 }
 

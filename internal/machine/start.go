@@ -444,6 +444,7 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal
 		return snap, "", snapshot.Seal{}, fmt.Errorf("%w: %w", errClaimNotRecorded, err)
 	}
 	m.fault("resume/after-commit-claim", mc.ID)
+	m.stopFlush(mc.ID) // never restored again: no need to keep it
 	dir, err := snapshot.Claim(snap.Dir)
 	if err != nil {
 		return snap, "", snapshot.Seal{}, err
@@ -506,5 +507,6 @@ func (m *Manager) expectedSeal(mc model.Machine, snap model.Snapshot, image stri
 // empties the snapshots directory rather than removing it, which works when
 // the directory is a mount point (dedicated snapshot storage).
 func (m *Manager) discardSnapshotDirs(id string) error {
+	m.stopFlush(id)
 	return snapshot.RemoveExcept(m.snapshotsDir(id), "", false)
 }

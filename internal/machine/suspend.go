@@ -107,7 +107,7 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	sealBegin := time.Now()
 	seal, err := snapshot.Write(snap.Dir, m.expectedSeal(mc, snap, snap.Image))
 	if err == nil && m.cfg.SyncSnapshots {
-		err = snapshot.Flush(snap.Dir)
+		err = snapshot.Flush(context.WithoutCancel(ctx), snap.Dir)
 	}
 	vs := <-volSync
 	if err != nil {
@@ -137,7 +137,7 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 	}
 	m.fault("suspend/after-commit-suspended", mc.ID)
 	if !m.cfg.SyncSnapshots {
-		go m.flushSnapshot(snap.Dir)
+		m.flushLater(mc.ID, snap.Dir)
 	}
 	return nil
 }
@@ -145,12 +145,46 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 // stepSyncVolumes names the suspend step that writes the volumes to disk.
 const stepSyncVolumes = "sync volumes"
 
-// flushSnapshot flushes a sealed snapshot to disk after the suspend has been
-// reported (see Config.SyncSnapshots). A snapshot claimed or discarded in
-// the meantime needs no flush.
-func (m *Manager) flushSnapshot(dir string) {
-	if err := snapshot.Flush(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		m.log.Warn("flushing snapshot to disk", "dir", dir, "err", err)
+// flushLater flushes machine id's sealed snapshot in dir to disk in the
+// background, after the suspend has been reported (see
+// Config.SyncSnapshots). stopFlush ends it early: a snapshot claimed or
+// discarded needs no flush, and a resume right after a suspend should not
+// share the disk with one.
+func (m *Manager) flushLater(id, dir string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &flush{cancel: cancel}
+	m.mu.Lock()
+	if old := m.flushes[id]; old != nil {
+		old.cancel()
+	}
+	m.flushes[id] = f
+	m.mu.Unlock()
+	go func() {
+		defer cancel()
+		err := snapshot.Flush(ctx, dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) && ctx.Err() == nil {
+			m.log.Warn("flushing snapshot to disk", "dir", dir, "err", err)
+		}
+		m.mu.Lock()
+		if m.flushes[id] == f {
+			delete(m.flushes, id)
+		}
+		m.mu.Unlock()
+	}()
+}
+
+// flush is a background flush of a snapshot (flushLater).
+type flush struct{ cancel context.CancelFunc }
+
+// stopFlush ends the background flush of machine id's snapshot, if one
+// runs (within a chunk: snapshot.Flush).
+func (m *Manager) stopFlush(id string) {
+	m.mu.Lock()
+	f := m.flushes[id]
+	delete(m.flushes, id)
+	m.mu.Unlock()
+	if f != nil {
+		f.cancel()
 	}
 }
 

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -168,10 +169,24 @@ func flipByte(t *testing.T, path string, off int64) {
 
 func TestFlush(t *testing.T) {
 	dir, _ := sealedImage(t)
-	if err := Flush(dir); err != nil {
+	if err := Flush(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := Flush(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+	if err := Flush(context.Background(), filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("flush of a missing dir: %v", err)
+	}
+	// A file of several chunks is flushed whole; an ended context stops
+	// the flush and says so.
+	big := filepath.Join(dir, "pages.img")
+	if err := os.WriteFile(big, make([]byte, 2*FlushChunk+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Flush(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Flush(ctx, dir); !errors.Is(err, context.Canceled) {
+		t.Fatalf("flush with an ended context: %v, want context.Canceled", err)
 	}
 }
