@@ -49,6 +49,9 @@ type Sample struct {
 	// it (resume + proxy). Zero when not measured.
 	ProxyWakeMS       float64 `json:"proxy_wake_ms,omitempty"`
 	ProxyWakeAttempts int     `json:"proxy_wake_attempts,omitempty"`
+	// ProxyWakeEvent is the *_ms fields of the proxied wake's resume
+	// event: what of the wake was the daemon's resume.
+	ProxyWakeEvent map[string]float64 `json:"proxy_wake_event_ms,omitempty"`
 	// WarmResumeMS is a resume into a sandbox created ahead (Config.Warm)
 	// of the machine suspended again after the plain resume, to its first
 	// byte; WarmResumeAPIMS the start call alone, WarmRuntimeRestoreMS
@@ -218,6 +221,13 @@ func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
 	smp.ProxyWakeMS, smp.ProxyWakeAttempts = millis(p.firstByte.Sub(begin)), p.attempts
 	if !p.state.sameProcess(r.last) {
 		return errors.New("proxied wake: the app answered from a new process")
+	}
+	evs, err := r.c.Events(ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	if ev, ok := model.Newest(evs, model.EventResume, "started"); ok {
+		smp.ProxyWakeEvent = durations(ev.Request)
 	}
 	return nil
 }

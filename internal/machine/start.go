@@ -215,6 +215,7 @@ func workdir(cfg *model.MachineConfig, img *model.ImageConfig) string {
 // unavailable, 507 disk full) instead of cold-starting (issue 17's F6).
 func (m *Manager) resume(ctx context.Context, mc model.Machine) (bool, error) {
 	begin := time.Now()
+	defer m.pauseFlush(mc.ID)()
 	// A start the host cannot hold is refused before anything is readied
 	// (the claim checks again, atomically).
 	if err := m.store.View(func(tx *store.Tx) error { return m.admit(tx, &mc) }); err != nil {
@@ -444,7 +445,6 @@ func (m *Manager) claim(mc model.Machine) (model.Snapshot, string, snapshot.Seal
 		return snap, "", snapshot.Seal{}, fmt.Errorf("%w: %w", errClaimNotRecorded, err)
 	}
 	m.fault("resume/after-commit-claim", mc.ID)
-	m.stopFlush(mc.ID) // never restored again: no need to keep it
 	dir, err := snapshot.Claim(snap.Dir)
 	if err != nil {
 		return snap, "", snapshot.Seal{}, err

@@ -177,14 +177,38 @@ func (m *Manager) flushLater(id, dir string) {
 type flush struct{ cancel context.CancelFunc }
 
 // stopFlush ends the background flush of machine id's snapshot, if one
-// runs (within a chunk: snapshot.Flush).
-func (m *Manager) stopFlush(id string) {
+// runs (within a chunk: snapshot.Flush), and reports whether one did.
+func (m *Manager) stopFlush(id string) bool {
 	m.mu.Lock()
 	f := m.flushes[id]
 	delete(m.flushes, id)
 	m.mu.Unlock()
 	if f != nil {
 		f.cancel()
+	}
+	return f != nil
+}
+
+// pauseFlush stops the background flush of machine id's snapshot while a
+// resume reads it (its store commits would otherwise wait behind the
+// flush's writes: claim_ms 61-72 ms instead of 1-4 ms for a 64 MiB
+// machine woken right after its suspend). The returned func, deferred,
+// flushes the snapshot again if the resume left it sealed (it did not
+// claim it).
+func (m *Manager) pauseFlush(id string) (resumeFlush func()) {
+	if !m.stopFlush(id) {
+		return func() {}
+	}
+	return func() {
+		var snap model.Snapshot
+		var ok bool
+		err := m.store.View(func(tx *store.Tx) (err error) {
+			snap, ok, err = tx.Snapshot(id)
+			return err
+		})
+		if err == nil && ok && snap.State == model.SnapshotSealed {
+			m.flushLater(id, snap.Dir)
+		}
 	}
 }
 

@@ -148,7 +148,7 @@ func Flush(ctx context.Context, dir string) error {
 
 // FlushChunk is how much of a file Flush writes to disk before it checks
 // whether it should go on.
-const FlushChunk = 16 << 20
+const FlushChunk = 4 << 20
 
 // flushFile writes the file at path to disk a chunk at a time, then
 // fsyncs it (its metadata, and the disk's cache).
