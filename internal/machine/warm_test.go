@@ -278,3 +278,35 @@ func TestWarmSandboxNotMatchingIsDeleted(t *testing.T) {
 	}
 	e.waitWarm()
 }
+
+// injectFlush stands in for a background flush of machine id's snapshot
+// that has not finished; the returned func reports whether it was stopped.
+func (e *env) injectFlush(id string) (stopped func() bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.m.mu.Lock()
+	e.m.flushes[id] = &flush{cancel: cancel}
+	e.m.mu.Unlock()
+	return func() bool { return ctx.Err() != nil }
+}
+
+func TestResumeAndStopEndTheSnapshotFlush(t *testing.T) {
+	e := newEnv(t)
+	mc := e.suspendedMachine(3)
+	stopped := e.injectFlush(mc.ID)
+	if resp := e.start(mc.ID); !resp.FromSnapshot {
+		t.Fatal("not resumed from the snapshot")
+	}
+	e.m.mu.Lock()
+	left := e.m.flushes[mc.ID]
+	e.m.mu.Unlock()
+	if !stopped() || left != nil {
+		t.Fatalf("after the resume: flush stopped %v, a flush still registered %v; want it stopped and none started again (the snapshot was claimed)", stopped(), left != nil)
+	}
+
+	e.suspend(mc.ID)
+	stopped = e.injectFlush(mc.ID)
+	e.must(e.m.Stop(context.Background(), "app", mc.ID, model.StopRequest{}))
+	if !stopped() {
+		t.Fatal("stop discarded the snapshot but left its flush running")
+	}
+}
