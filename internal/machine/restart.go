@@ -135,7 +135,9 @@ func (m *Manager) scheduleRestart(mc model.Machine, p restartPlan) {
 		return
 	}
 	var t *time.Timer
-	t = time.AfterFunc(p.delay, func() { m.restartNow(mc.ID, s, t, p) })
+	set := make(chan struct{}) // t is assigned (a short delay may fire first)
+	t = time.AfterFunc(p.delay, func() { <-set; m.restartNow(mc.ID, s, t, p) })
+	close(set)
 	s.timer = t
 }
 
