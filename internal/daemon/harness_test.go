@@ -295,6 +295,10 @@ func (d *daemon) cleanup() {
 	for _, m := range mounts {
 		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
+	// The volumes directory is a shared bind mount while volumes are
+	// mounted (volume/sharedmount.go).
+	for syscall.Unmount(filepath.Join(d.dataDir, "volumes"), syscall.MNT_DETACH) == nil {
+	}
 }
 
 // killSandboxes kills and deletes every sandbox of the daemon's runsc.

@@ -368,9 +368,13 @@ func (s *System) openMachines(context.Context) error {
 }
 
 func (s *System) openVolumes(context.Context) error {
-	v, err := volume.New(volume.Config{Dir: filepath.Join(s.cfg.DataDir, "volumes"), Logger: s.log}, s.Store)
+	v, err := volume.New(volume.Config{Dir: filepath.Join(s.cfg.DataDir, "volumes"), SharedMounts: true, Logger: s.log}, s.Store)
+	if err != nil {
+		return err
+	}
 	s.Volumes = v
-	return err
+	s.onClose(v.Close)
+	return nil
 }
 
 // openChecks has the health check runner follow every committed change of

@@ -27,8 +27,12 @@ type Config struct {
 	Zone string
 	// MaxSizeGB bounds size_gb (default 500, Fly's limit).
 	MaxSizeGB int
-	Tools     Tools
-	Logger    *slog.Logger
+	// SharedMounts makes Dir a shared mount (sharedmount.go), so that a
+	// volume unmounted on the host is unmounted in the sandboxes' copies
+	// of the host's mounts too. The daemon sets it; Close undoes it.
+	SharedMounts bool
+	Tools        Tools
+	Logger       *slog.Logger
 }
 
 // opTimeout bounds the host work of one volume operation (mkfs, a copy).
@@ -64,7 +68,24 @@ func New(cfg Config, st *store.Store) (*Manager, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, store: st, log: cfg.Logger.With("component", "volume"), locks: map[string]*sync.Mutex{}}, nil
+	m := &Manager{cfg: cfg, store: st, log: cfg.Logger.With("component", "volume"), locks: map[string]*sync.Mutex{}}
+	if cfg.SharedMounts {
+		if err := shareMounts(cfg.Dir); err != nil {
+			// Volumes work without it; an unmounted volume may then live
+			// on in a sandbox started while it was mounted.
+			m.log.Warn("volumes: cannot make the volumes directory a shared mount", "dir", cfg.Dir, "err", err)
+		}
+	}
+	return m, nil
+}
+
+// Close undoes what New set up on the host: the shared mount of Dir, when
+// no volume is mounted under it any more (volumes stay mounted across a
+// restart of the daemon, and so does the shared mount then).
+func (m *Manager) Close() {
+	if m.cfg.SharedMounts {
+		unshareMounts(m.cfg.Dir)
+	}
 }
 
 // hostZone names this host's one zone: four hex digits, like Fly's zones,

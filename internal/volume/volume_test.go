@@ -52,6 +52,7 @@ func newRig(t *testing.T) *rig {
 		for _, e := range entries {
 			unix.Unmount(filepath.Join(r.dir, e.Name(), "fs"), unix.MNT_DETACH)
 		}
+		r.m.Close() // the shared bind mount of r.dir
 		st.Close()
 	})
 	return r
@@ -69,7 +70,7 @@ func missing() string {
 
 // manager is a new Manager on the rig's directory, as after a daemon restart.
 func (r *rig) manager() *Manager {
-	m, err := New(Config{Dir: r.dir}, r.st)
+	m, err := New(Config{Dir: r.dir, SharedMounts: true}, r.st)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -179,6 +180,53 @@ func TestAttachOneMachineAtATime(t *testing.T) {
 	if _, err := r.m.Destroy(context.Background(), "app", v.ID); err != nil {
 		t.Fatalf("destroy of a detached volume: %v", err)
 	}
+}
+
+// TestSharedMounts checks that the volumes directory is a shared mount
+// while the Manager is open, so that an unmount reaches the sandboxes'
+// copies of the host's mounts (sharedmount.go), and that Close removes it
+// once no volume is mounted.
+func TestSharedMounts(t *testing.T) {
+	r := newRig(t)
+	v := r.create("v", 1)
+	if !sharedMount(t, r.dir) || !sharedMount(t, r.m.fsDir(v.ID)) {
+		t.Fatal("the volumes directory, or a volume under it, is not a shared mount")
+	}
+	r.m.Close() // a volume is mounted: the shared mount stays
+	if !sharedMount(t, r.dir) {
+		t.Fatal("Close unmounted the volumes directory while a volume was mounted under it")
+	}
+	if err := unmount(r.m.fsDir(v.ID)); err != nil {
+		t.Fatal(err)
+	}
+	r.m.Close()
+	if mounted, err := isMountPoint(r.dir); err != nil || mounted {
+		t.Fatalf("after Close with no volume mounted: mount point %v, %v", mounted, err)
+	}
+	r.m = r.manager() // as a restarted daemon: shared again
+	if !sharedMount(t, r.dir) {
+		t.Fatal("a new Manager did not make the volumes directory shared again")
+	}
+}
+
+// sharedMount reports whether dir is a mount point with shared propagation.
+func sharedMount(t *testing.T, dir string) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[4] == dir {
+			for _, opt := range f[6:] {
+				if strings.HasPrefix(opt, "shared:") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func TestRecoverRemountsAndReportsBrokenVolumes(t *testing.T) {
