@@ -192,6 +192,9 @@ func TestSharedMounts(t *testing.T) {
 	if !sharedMount(t, r.dir) || !sharedMount(t, r.m.fsDir(v.ID)) {
 		t.Fatal("the volumes directory, or a volume under it, is not a shared mount")
 	}
+	if mounted, err := isMountPoint(r.dir); err != nil || !mounted {
+		t.Fatalf("isMountPoint of the shared volumes directory: %v, %v", mounted, err)
+	}
 	r.m.Close() // a volume is mounted: the shared mount stays
 	if !sharedMount(t, r.dir) {
 		t.Fatal("Close unmounted the volumes directory while a volume was mounted under it")
