@@ -216,6 +216,28 @@ console_command = "/bin/sh"
 	}
 }
 
+// TestParseWarnsOnEscapedKeysWithLines: a quoted key with escapes is
+// unescaped by the parser into a buffer of its own; its line still comes
+// from the document (a fuzzed fly.toml once panicked here).
+func TestParseWarnsOnEscapedKeysWithLines(t *testing.T) {
+	doc := "app = \"a\"\n\n\"col\\u006Fur\" = \"blue\"\n[\"http_\\u0073ervice\"]\n  internal_port = 8080\n  \"sp\\u0065ed\" = 3\n" +
+		strings.Repeat("# padding so the document outgrows the unescaped keys\n", 50)
+	_, warns, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, w := range warns {
+		got[w.Key] = w.Line
+	}
+	want := map[string]int{"colour": 3, "http_service.speed": 6}
+	for k, l := range want {
+		if got[k] != l {
+			t.Errorf("warning for %s: line %d, want %d (all: %v)", k, got[k], l, warns)
+		}
+	}
+}
+
 // TestParseErrors: each bad input is refused with the key and its line.
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ name, doc, want string }{

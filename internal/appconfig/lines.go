@@ -22,11 +22,14 @@ func indexLines(doc []byte) lines {
 	p.Reset(doc)
 	arrays := map[string]int{} // array-of-tables path -> elements so far
 	prefix := ""
+	// A node's Raw is its range in doc. Its Data is not always a slice of
+	// doc: a quoted key with escapes ("a\u0041") is unescaped into a new
+	// buffer, so deriving the range from Data gives a wrong line or panics.
 	lineOf := func(n *unstable.Node) int {
-		if len(n.Data) == 0 {
+		if n.Raw.Length == 0 {
 			return 0
 		}
-		return p.Shape(p.Range(n.Data)).Start.Line
+		return p.Shape(n.Raw).Start.Line
 	}
 	// resolve turns a header's key parts into a path, indexing each part
 	// that names an array of tables by its latest element (except, for an
