@@ -3,8 +3,10 @@ package cli
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,7 +53,7 @@ cold start fresh and cached, against the directory, and resume of both.`,
 				return bench.Rerender(cfg, from)
 			}
 			if quick {
-				inits, cfg.ResidentMB, cfg.Runs, cfg.ImageRuns = []string{"light"}, []int{64}, 2, 1
+				inits, cfg.ResidentMB, cfg.Runs, cfg.ImageRuns, cfg.MemoryProbeMiB = []string{"light"}, []int{64}, 2, 1, 0
 			}
 			var err error
 			if cfg.Inits, err = parseInits(inits, heavyInit); err != nil {
@@ -63,7 +65,13 @@ cold start fresh and cached, against the directory, and resume of both.`,
 			if cfg.App == "" {
 				cfg.App = fmt.Sprintf("bench-%d", os.Getpid())
 			}
-			_, err = bench.Run(cmd.Context(), cfg)
+			// A reader that goes away (torpor bench | head) must not kill
+			// the benchmark before it removes its machines and daemon: with
+			// SIGPIPE caught, the write fails instead, and the benchmark
+			// stops and cleans up as on Ctrl-C.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGPIPE)
+			defer stop()
+			_, err = bench.Run(ctx, cfg)
 			return err
 		},
 	}
@@ -86,6 +94,7 @@ cold start fresh and cached, against the directory, and resume of both.`,
 	f.BoolVar(&cfg.Warm, "warm", true, "in each run, also resume the machine into a sandbox created ahead (the in-process daemon's warm sandboxes, off for the plain resume): what --warm-sandboxes-memory buys")
 	f.BoolVar(&cfg.ProxyWake, "proxy-wake", true, "in each run, also wake the machine by a request through the daemon's proxy (127.0.0.1; with --socket the daemon must run its proxy)")
 	f.BoolVar(&cfg.SyncSnapshots, "sync-snapshots", false, "run the in-process daemon with --sync-snapshots (each snapshot flushed to disk before the suspend returns)")
+	f.IntVar(&cfg.MemoryProbeMiB, "memory-probe", 4096, "before the scenarios, time the first touch of up to this much fresh memory, MiB (0 skips it): the host's ceiling for writing and loading snapshots")
 	f.StringVar(&cfg.OutDir, "out", filepath.Join("bench", "results"), "directory for the result files (empty: print only)")
 	f.StringVar(&from, "from", "", "measure nothing: print the report of a saved result (a .json under --out) and write its files again")
 	f.BoolVar(&quick, "quick", false, "measure one scenario (light, 64 MiB) twice: proves the benchmark works, measures little")
