@@ -81,9 +81,12 @@ type Config struct {
 	// SyncSnapshots runs the in-process daemon with --sync-snapshots: each
 	// snapshot is flushed to disk before the suspend returns.
 	SyncSnapshots bool
-	OutDir        string    // results go here; empty writes no files
-	Out           io.Writer // the Markdown report
-	Progress      io.Writer // one line per step
+	// MemoryProbeMiB is the most memory the fresh-memory probe touches
+	// before the scenarios (see MemoryProbe); 0 skips it.
+	MemoryProbeMiB int
+	OutDir         string    // results go here; empty writes no files
+	Out            io.Writer // the Markdown report
+	Progress       io.Writer // one line per step
 }
 
 // Validate reports the first bad setting, naming its flag.
@@ -99,6 +102,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--poll-interval must be positive, got %s", c.PollInterval)
 	case c.CPUs < 1:
 		return fmt.Errorf("--cpus must be at least 1, got %d", c.CPUs)
+	case c.MemoryProbeMiB != 0 && c.MemoryProbeMiB < probeStepMiB:
+		return fmt.Errorf("--memory-probe must be 0 (off) or at least %d MiB, got %d", probeStepMiB, c.MemoryProbeMiB)
 	}
 	for _, mb := range c.ResidentMB {
 		if mb < 32 {
@@ -130,6 +135,12 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 	res = &Result{Started: time.Now().UTC(), Runs: cfg.Runs, PollInterval: cfg.PollInterval.String()}
 	res.Host = hostInfo(cfg.RunscPath)
+	if cfg.MemoryProbeMiB > 0 {
+		fmt.Fprintf(cfg.Progress, "%s probing fresh memory (up to %d MiB)\n", time.Now().Format("15:04:05"), cfg.MemoryProbeMiB)
+		if res.Host.Memory, err = probeMemory(cfg.MemoryProbeMiB, probeStepMiB); err != nil {
+			return nil, err
+		}
+	}
 	var reg *benchRegistry
 	if cfg.API == "" && isDir(cfg.Image) {
 		if reg, err = startRegistry(); err != nil {

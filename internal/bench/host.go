@@ -35,6 +35,9 @@ type HostInfo struct {
 	Go        string `json:"go"`
 	LoadStart string `json:"load_start"` // /proc/loadavg's 1, 5 and 15 minute averages
 	LoadEnd   string `json:"load_end"`
+	// Memory is the fresh-memory probe taken before the scenarios
+	// (Config.MemoryProbeMiB; nil when off).
+	Memory *MemoryProbe `json:"memory_probe,omitempty"`
 }
 
 // hostInfo reads the host's description; what it cannot read is "unknown".

@@ -19,6 +19,9 @@ func Markdown(res *Result) string {
 	fmt.Fprintf(&b, "Host: %s, %d cores, Linux %s; %s; torpor %s (%s). "+
 		"Load average (1/5/15 min) %s at the start, %s at the end.\n\n",
 		h.CPU, h.Cores, h.Kernel, h.Runsc, h.Torpor, h.Go, h.LoadStart, h.LoadEnd)
+	if h.Memory != nil {
+		b.WriteString(h.Memory.String() + "\n\n")
+	}
 	mainTable(&b, res)
 	sameRunTable(&b, res)
 	warmTable(&b, res)
@@ -86,8 +89,8 @@ func sameRunTable(b *strings.Builder, res *Result) {
 		return
 	}
 	b.WriteString("Resume beside a raw runsc restore and a proxied wake, in the same runs (p50 / p95, ms):\n\n")
-	b.WriteString("| app init | resident | torpor resume | raw runsc restore + SIGCONT | torpor's own share (p50) | raw `runsc restore` command | proxied wake (resume + proxy) | proxy's share (p50) | the proxied wake's resume (its event's duration_ms) | proxied wake beyond its resume (p50) | page-cache read, GB/s | raw restore reads, GB/s |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| app init | resident | torpor resume | raw runsc restore + SIGCONT | torpor's own share (p50) | raw `runsc restore` command | proxied wake (resume + proxy) | proxy's share (p50) | the proxied wake's resume (its event's duration_ms) | proxied wake beyond its resume (p50) | page-cache read, GB/s | raw restore reads, GB/s | checkpoint writes, GB/s |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, sr := range res.Scenarios {
 		ss := sr.Samples
 		sum := func(f func(Sample) float64) Summary { return Summarize(nonZero(series(ss, f))) }
@@ -108,11 +111,17 @@ func sameRunTable(b *strings.Builder, res *Result) {
 			}
 			return float64(s.SnapshotApparent) / (s.RawRestoreMS / 1e3) / 1e9
 		})
-		fmt.Fprintf(b, "| %s | %d MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr.Init.Target, sr.ResidentMB,
+		writes := sum(func(s Sample) float64 {
+			if s.SuspendEvent["checkpoint_ms"] <= 0 {
+				return 0
+			}
+			return float64(s.SnapshotApparent) / (s.SuspendEvent["checkpoint_ms"] / 1e3) / 1e9
+		})
+		fmt.Fprintf(b, "| %s | %d MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr.Init.Target, sr.ResidentMB,
 			pair(resume, "%.0f"), pair(raw, "%.0f"), diff(resume, raw),
 			pair(sum(func(s Sample) float64 { return s.RawRestoreMS }), "%.0f"),
 			pair(proxied, "%.0f"), diff(proxied, resume), pair(wakeResume, "%.0f"), p50(beyond, "%+.0f"),
-			p50(cache, "%.1f"), p50(reads, "%.2f"))
+			p50(cache, "%.1f"), p50(reads, "%.2f"), p50(writes, "%.2f"))
 	}
 	b.WriteString("\nThe raw restore runs just before torpor's resume, on hard links to the same snapshot files, with runsc's flags as the daemon " +
 		"passes them, the machine's config.json and network namespace, then `runsc kill --all SIGCONT` (torpor freezes the app before " +
@@ -121,7 +130,8 @@ func sameRunTable(b *strings.Builder, res *Result) {
 		"after an autosuspend may be), without a warm sandbox; \"beyond its resume\" is, per run, its time to first byte less its resume " +
 		"event's duration_ms: what the proxy adds (a resume through the API adds ~10 ms to its event the same way: the client's poll, " +
 		"see the breakdown below). The page-cache read is a second read of the snapshot's files " +
-		"just before the raw restore; \"raw restore reads\" is the snapshot's size over the `runsc restore` command's time.\n\n")
+		"just before the raw restore; \"raw restore reads\" is the snapshot's size over the `runsc restore` command's time, and \"checkpoint writes\" " +
+		"its size over the suspend event's checkpoint_ms (compare both with the fresh-memory rate in the header).\n\n")
 }
 
 // warmTable sets, in the same runs, a resume that creates its sandbox
