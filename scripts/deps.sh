@@ -20,7 +20,8 @@ fi
 # pull from.
 need=()
 # chromium: the dashboard's browser test (internal/daemon, TestDashboardInBrowser).
-for pkg in debootstrap iproute2 ca-certificates e2fsprogs util-linux chromium docker-registry apache2-utils; do
+# patch: scripts/install-runsc.sh applies scripts/runsc-patches/.
+for pkg in debootstrap iproute2 ca-certificates e2fsprogs util-linux chromium docker-registry apache2-utils patch; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -7,20 +7,27 @@
 # the precompiled seccomp programs (scripts/runsc-seccomp.go), as gVisor's own
 # Bazel build does: without them every sandbox start and restore compiles its
 # seccomp filters from scratch (~80 ms on a 2-core host).
+# Then torpor's own patches in scripts/runsc-patches/ are applied, in name
+# order (each says what it changes and why; docs/suspend-resume.md lists
+# them): the recipe names them, so changing one rebuilds runsc.
 set -euo pipefail
 
 GVISOR_VERSION="${GVISOR_VERSION:-v0.0.0-20260905035102-160fafc42237}"
 CACHE="${TORPOR_CACHE:-/var/cache/torpor}"
 BIN="$CACHE/bin/runsc"
 STAMP="$CACHE/bin/runsc.version"
+here="$(cd "$(dirname "$0")" && pwd)"
+patches=("$here"/runsc-patches/*.patch)
 RECIPE="$GVISOR_VERSION+precompiled-seccomp-systrap"
+for p in "${patches[@]}"; do
+  RECIPE+="+$(basename "$p" .patch)@$(sha256sum "$p" | cut -c1-12)"
+done
 
 if [[ -x "$BIN" && -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE" ]]; then
   echo "runsc $GVISOR_VERSION already built at $BIN"
   exit 0
 fi
 
-here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$CACHE/bin"
 work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
@@ -35,6 +42,9 @@ cp "$here/runsc-seccomp.go" .
 CGO_ENABLED=0 go run runsc-seccomp.go >filter_precompiled.go
 go mod edit -replace gvisor.dev/gvisor=./gvisor
 mv filter_precompiled.go gvisor/runsc/boot/filter/filter_precompiled.go
+for p in "${patches[@]}"; do
+  patch -p1 --forward --silent -d gvisor <"$p"
+done
 CGO_ENABLED=0 go build -trimpath \
   -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
   -o "$BIN.tmp" gvisor.dev/gvisor/runsc
