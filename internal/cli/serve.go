@@ -64,6 +64,7 @@ daemon adopts them.`,
 	f.StringVar(&cfg.ListenTCP, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:4280 (with /metrics and the dashboard at /ui/, both behind tokens)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "also serve GET /metrics alone on this TCP address, without a token (for Prometheus on a private network), e.g. 127.0.0.1:9480")
 	f.StringVar(&cfg.RunscPath, "runsc", filepath.Join("/var/cache/torpor/bin", "runsc"), "path of the runsc binary")
+	f.BoolVar(&cfg.NoPagesReuse, "no-pages-reuse", false, "write each suspend's memory into a new file instead of over the file the machine was resumed from (which is kept until then: disk space the size of each resumed machine's memory); see docs/suspend-resume.md")
 	f.BoolVar(&cfg.BackgroundRestore, "restore-background", false, "let runsc restore return before a machine's memory is loaded (runsc restore --background); slower on 2-core hosts, see docs/benchmarks.md")
 	f.BoolVar(&cfg.HostHugePages, "host-huge-pages", true, "set the host's shmem transparent huge page policy (/sys/kernel/mm/transparent_hugepage/shmem_enabled) from never to advise at start, so that machine memory uses huge pages: faster suspend and resume of large machines (docs/benchmarks.md); deny and the other policies are left as they are")
 	f.BoolVar(&cfg.SyncSnapshots, "sync-snapshots", false, "flush each snapshot to disk before reporting the machine suspended (default: right after; a host crash in between costs the snapshot, and the next start cold-starts)")

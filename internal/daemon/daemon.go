@@ -74,6 +74,10 @@ type Config struct {
 	WarmSandboxCostMB     int
 	SyncSnapshots         bool // flush snapshots before reporting suspended (machine.Config)
 	BackgroundRestore     bool // load a resumed machine's pages in the background (gvisor.Config)
+	// NoPagesReuse makes each suspend write its memory into a new file
+	// rather than over the one the machine was resumed from
+	// (gvisor.Config.NoPagesReuse, runtime/gvisor/reuse.go).
+	NoPagesReuse bool
 	// HostHugePages sets the host's shmem huge page policy from "never" to
 	// "advise" at start, so that runsc backs machine memory with huge pages
 	// (gvisor.EnableShmemHugePages; --host-huge-pages).

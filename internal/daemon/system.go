@@ -88,7 +88,8 @@ var runtimes = map[string]func(Config) (runtime.Runtime, func() error, error){
 	"gvisor": func(cfg Config) (runtime.Runtime, func() error, error) {
 		hugePages(cfg)
 		rt, err := gvisor.New(gvisor.Config{RunscPath: cfg.RunscPath, RootDir: filepath.Join(cfg.DataDir, "runsc"),
-			ExtraFlags: []string{guestapi.RunscFlag}, BackgroundRestore: cfg.BackgroundRestore, Log: cfg.Logger})
+			ExtraFlags: []string{guestapi.RunscFlag}, BackgroundRestore: cfg.BackgroundRestore,
+			NoPagesReuse: cfg.NoPagesReuse, Log: cfg.Logger})
 		if err != nil {
 			return nil, nil, err
 		}

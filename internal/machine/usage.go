@@ -14,7 +14,9 @@ type SnapshotUsage struct {
 	// written, or claimed and not yet deleted).
 	Images int
 	// Bytes is the disk space their files take (allocated blocks), the
-	// trash of restored images waiting to be deleted included.
+	// trash of restored images waiting to be deleted included, and the
+	// pages files the gvisor driver keeps for running machines' next
+	// suspends (runtime/gvisor/reuse.go: DATA_DIR/runsc/reuse).
 	Bytes int64
 }
 
@@ -28,6 +30,7 @@ func (m *Manager) SnapshotUsage() (SnapshotUsage, error) {
 		return u, err
 	}
 	trash, _ := filepath.Glob(filepath.Join(m.trashDir(), "*"))
+	trash = append(trash, filepath.Join(m.cfg.DataDir, "runsc", "reuse"))
 	for i, dir := range append(dirs, trash...) {
 		n, err := diskBytes(dir)
 		if err != nil {

@@ -4,7 +4,10 @@
 // signals (control.go: what runsc exec and runsc kill --all send, without
 // spawning runsc), and owns everything runsc needs on the host:
 //
-//   - the runsc state directory (Config.RootDir, passed as runsc --root);
+//   - the runsc state directory (Config.RootDir, passed as runsc --root),
+//     and in it reuse/: the pages file of the image each running sandbox was
+//     restored from, which its next checkpoint writes over in place
+//     (reuse.go; the runsc build carries scripts/runsc-patches/);
 //   - each sandbox's bundle directory: config.json (written here from a
 //     runtime.Spec with the OCI specs-go types), runsc's own logs
 //     (runsc.log, runsc-panic.log, optionally debug/) and a checkpoint marker;

@@ -67,6 +67,9 @@ type Config struct {
 	// CPU quota is still lifted unless KeepLimits): for measuring what the
 	// headroom buys.
 	KeepMemoryLimit bool
+	// NoPagesReuse makes every checkpoint write a new pages file instead of
+	// writing over the one the sandbox was restored from (reuse.go).
+	NoPagesReuse bool
 	// Log is where the driver says what it could not do its usual way
 	// (e.g. a control socket it fell back from); slog.Default() if nil.
 	Log *slog.Logger

@@ -18,11 +18,16 @@ import (
 	"github.com/torpor-dev/torpor/internal/runtime"
 )
 
-// Real runsc and rootfs used by the integration tests and benchmarks.
-const (
-	testRunsc  = "/var/cache/torpor/bin/runsc"
-	testRootFS = "/var/cache/torpor/rootfs/bookworm-python"
-)
+// Real runsc and rootfs used by the integration tests and benchmarks
+// (TORPOR_RUNSC names another runsc, as for internal/daemon's tests).
+const testRootFS = "/var/cache/torpor/rootfs/bookworm-python"
+
+var testRunsc = func() string {
+	if p := os.Getenv("TORPOR_RUNSC"); p != "" {
+		return p
+	}
+	return "/var/cache/torpor/bin/runsc"
+}()
 
 // counterApp prints an incrementing counter every 50 ms and keeps it in memory.
 const counterApp = `

@@ -36,6 +36,14 @@ func (r *Runtime) Boot(ctx context.Context, spec runtime.Spec) error {
 // process runs again. The container's stdio goes to spec.Console, as after
 // Boot.
 func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, imageDir string) error {
+	if err := r.restore(ctx, spec, imageDir); err != nil {
+		return err
+	}
+	r.keepPagesFile(spec.ID, imageDir) // for the next checkpoint (reuse.go)
+	return nil
+}
+
+func (r *Runtime) restore(ctx context.Context, spec runtime.Spec, imageDir string) error {
 	if err := validateSpec(spec); err != nil {
 		return err
 	}
@@ -207,9 +215,12 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	defer stopped.Close()
 
 	lifted := liftForCheckpoint(id, r.cfg.KeepLimits, r.cfg.KeepMemoryLimit)
+	r.offerPagesFile(id, imageDir) // written over in place (reuse.go)
 	args := []string{"--image-path=" + imageDir, id}
 	cmd := r.command(ctx, r.bundleFlags(st.Bundle), "checkpoint", args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	withdrawPagesFile(imageDir)
+	if err != nil {
 		if !processExited(st.Pid) {
 			// Failed before saving began: the sandbox still runs. (Once saving
 			// has begun gVisor stops the sandbox even on failure; the marker
@@ -292,6 +303,7 @@ func (r *Runtime) kill(ctx context.Context, id string, args ...string) error {
 // kill) is known absent without asking runsc.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
 	r.takePrecreated(id) // deleted below like any other sandbox
+	r.dropPagesFile(id)
 	if r.isGone(id) {
 		return nil
 	}
