@@ -134,7 +134,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 func sampleResult() *Result {
 	heavy := Init{Name: "heavy", Target: "~2 s", Seconds: 2}
 	mk := func(cold, resume float64) Sample {
-		return Sample{ColdMS: cold, ColdAPIMS: cold - 100, ResumeMS: resume, ResumeAPIMS: resume - 10, SuspendMS: 120,
+		return Sample{ColdMS: cold, ColdAPIMS: cold - 100, ResumeMS: resume, ResumeAPIMS: resume - 10, SuspendMS: 120, ResuspendMS: 60,
 			SnapshotBytes: 50 << 20, InitSeconds: 2, ReadySeconds: 2.1, RSSBytes: 64 << 20,
 			ResumeEvent:  map[string]float64{"duration_ms": resume - 12, "claim_ms": 5, "zz_new_ms": 1},
 			SuspendEvent: map[string]float64{"checkpoint_ms": 80, "duration_ms": 110}}
@@ -153,8 +153,8 @@ func TestMarkdownReportsPercentilesAndRatio(t *testing.T) {
 	md := Markdown(sampleResult())
 	for _, want := range []string{
 		"Host: Test CPU, 2 cores, Linux 6.1; runsc version test;",
-		"| ~2 s | 64 MiB (RSS 64) | 2.00 (+0.10) | 2500 / 2600 | 120 / 120 | 50 / 50 | 90 / 110 | 27.8× |",
-		"| ~2 s | 256 MiB (RSS 64) | 2.00 (+0.10) | 3000 / 3100 | 120 / 120 | 50 / 50 | 400 / 500 | 7.5× |",
+		"| ~2 s | 64 MiB (RSS 64) | 2.00 (+0.10) | 2500 / 2600 | 120 / 120 | 60 / 60 | 50 / 50 | 90 / 110 | 27.8× |",
+		"| ~2 s | 256 MiB (RSS 64) | 2.00 (+0.10) | 3000 / 3100 | 120 / 120 | 60 / 60 | 50 / 50 | 400 / 500 | 7.5× |",
 		"resume p50 ≤ 100 ms: 90 ms (met)",
 		"init ~2 s, 256 MiB: cold / resume ≥ 10×: 7.5× (not met)",
 		"every 2ms",

@@ -33,9 +33,17 @@ type Sample struct {
 	SnapshotBytes    int64   `json:"snapshot_bytes"`    // disk blocks used by the snapshot's files
 	SnapshotApparent int64   `json:"snapshot_apparent"` // the files' sizes added up
 	SnapshotSource   string  `json:"snapshot_source"`   // "disk", or "event" when the data dir is unknown
-	ResumeMS         float64 `json:"resume_ms"`         // start → first byte, from suspended
-	ResumeAPIMS      float64 `json:"resume_api_ms"`     // the start call alone
-	ResumeAttempts   int     `json:"resume_attempts"`
+	// ResuspendMS is the suspend call of the machine the resume has just
+	// brought back (the one before the warm resume, or before the proxied
+	// wake without it): a machine's suspend after a resume, as in every
+	// cycle of scale to zero after the first, where the first SuspendMS
+	// follows a cold start. ResuspendEvent is its event's *_ms fields.
+	// Zero when not measured.
+	ResuspendMS    float64            `json:"resuspend_ms,omitempty"`
+	ResuspendEvent map[string]float64 `json:"resuspend_event_ms,omitempty"`
+	ResumeMS       float64            `json:"resume_ms"`     // start → first byte, from suspended
+	ResumeAPIMS    float64            `json:"resume_api_ms"` // the start call alone
+	ResumeAttempts int                `json:"resume_attempts"`
 	// RawMS is a restore of the same snapshot with runsc alone (restore,
 	// kill --all SIGCONT) to the first byte, just before torpor's resume;
 	// RawRestoreMS the runsc restore command alone (see rawRestore).
@@ -120,8 +128,8 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, 
 			return sr, fmt.Errorf("run %d: %w", i, err)
 		}
 		sr.Samples = append(sr.Samples, smp)
-		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, warm resume %.0f ms, proxied wake %.0f ms",
-			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.WarmResumeMS, smp.ProxyWakeMS)
+		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, suspend after it %.0f ms, warm resume %.0f ms, proxied wake %.0f ms",
+			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.ResuspendMS, smp.WarmResumeMS, smp.ProxyWakeMS)
 	}
 	sr.Verified, err = r.verify(ctx)
 	return sr, err
@@ -210,7 +218,7 @@ func (r *run) once(ctx context.Context) (Sample, error) {
 // proxyWake suspends the machine again and times a request through the
 // proxy, which wakes it, to its first byte.
 func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
-	if err := r.c.Suspend(ctx, r.app, r.id); err != nil {
+	if err := r.resuspend(ctx, smp); err != nil {
 		return fmt.Errorf("suspend before the proxied wake: %w", err)
 	}
 	begin := time.Now()
@@ -239,7 +247,7 @@ func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
 func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 	r.warm.SetWarmBudget(machine.DefaultWarmSandboxCostMB)
 	defer r.warm.SetWarmBudget(0)
-	if err := r.c.Suspend(ctx, r.app, r.id); err != nil {
+	if err := r.resuspend(ctx, smp); err != nil {
 		return fmt.Errorf("suspend before the warm resume: %w", err)
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -375,6 +383,27 @@ func (r *run) verify(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("memory damaged after resume: %d bad ballast blocks of %d, index ok %v", st.BadBlocks, st.BallastMB, st.IndexOK)
 	}
 	return fmt.Sprintf("%d ballast MiB and the index intact after the last resume", st.BallastMB), nil
+}
+
+// resuspend suspends the machine after a resume; the first in a run is
+// timed (Sample.ResuspendMS).
+func (r *run) resuspend(ctx context.Context, smp *Sample) error {
+	begin := time.Now()
+	if err := r.c.Suspend(ctx, r.app, r.id); err != nil {
+		return err
+	}
+	if smp.ResuspendMS > 0 {
+		return nil
+	}
+	smp.ResuspendMS = millis(time.Since(begin))
+	evs, err := r.c.Events(ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	if ev, ok := model.Newest(evs, model.EventSuspend, "suspended"); ok {
+		smp.ResuspendEvent = durations(ev.Request)
+	}
+	return nil
 }
 
 // eventBreakdown copies the newest suspend and resume events' durations.
