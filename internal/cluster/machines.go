@@ -39,6 +39,7 @@ func (c *Machines) ListMachines(ctx context.Context, app string, opts model.List
 		return nil, err
 	}
 	c.ensureLocalApp(ctx, a)
+	c.caughtUp(ctx, app)
 	local, err := c.n.mgr.ListMachines(ctx, app, opts)
 	if err != nil {
 		return nil, err
@@ -205,6 +206,9 @@ func (c *Machines) Create(ctx context.Context, app string, req model.CreateMachi
 		if target == c.n.id {
 			c.ensureLocalApp(ctx, a)
 			mc, err = c.n.mgr.Create(ctx, app, req)
+			if mc.ID != "" {
+				err = c.changed(ctx, mc.ID, app, err)
+			}
 			mc = c.mark(mc)
 		} else {
 			fwd := req
@@ -242,11 +246,14 @@ func (c *Machines) Get(ctx context.Context, app, id string) (model.Machine, erro
 }
 
 // List returns the app's machines on every host: this host's from its
-// store, the others' from the directory (eventually consistent).
+// store, the others' from the directory, caught up to etcd's revision
+// (changes a host answered for are published before it answers; what a
+// host changes on its own, such as an autostop, within about a second).
 func (c *Machines) List(ctx context.Context, app string) ([]model.Machine, error) {
 	if _, err := c.GetApp(ctx, app); err != nil {
 		return nil, err
 	}
+	c.caughtUp(ctx, app)
 	var out []model.Machine
 	local, err := c.n.mgr.List(ctx, app)
 	if err != nil && !model.IsNotFound(err) {
@@ -282,8 +289,31 @@ func (c *Machines) remote(ctx context.Context, app, id string, local func() erro
 	return peerError(host, peer(host))
 }
 
+// changed publishes a change of machine id that this host's manager has
+// just made, before the API answers: a list through another host right
+// after it then sees the change (that host catches its view up first:
+// caughtUp). The publisher would get to it within a second; on an error
+// here it still does.
+func (c *Machines) changed(ctx context.Context, id, app string, err error) error {
+	if err == nil {
+		_ = c.n.publish(id, app)
+	}
+	return err
+}
+
+// caughtUp brings this host's view of the directory up to etcd's current
+// revision (bounded: a lagging watch makes a list stale, never stuck).
+func (c *Machines) caughtUp(ctx context.Context, app string) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if resp, err := c.n.cli.Get(ctx, appKey(app), clientv3.WithCountOnly()); err == nil {
+		c.n.view.waitRev(ctx, resp.Header.Revision)
+	}
+}
+
 func (c *Machines) Update(ctx context.Context, app, id string, req model.UpdateMachineRequest) (mc model.Machine, err error) {
 	err = c.remote(ctx, app, id, func() (err error) {
+		defer func() { err = c.changed(ctx, id, app, err) }()
 		mc, err = c.n.mgr.Update(ctx, app, id, req)
 		mc = c.mark(mc)
 		return err
@@ -297,7 +327,7 @@ func (c *Machines) Update(ctx context.Context, app, id string, req model.UpdateM
 func (c *Machines) Start(ctx context.Context, app, id string) (resp model.StartResponse, err error) {
 	err = c.remote(ctx, app, id, func() (err error) {
 		resp, err = c.n.mgr.Start(ctx, app, id)
-		return err
+		return c.changed(ctx, id, app, err)
 	}, func(h string) (err error) {
 		resp, err = c.n.peer.client(h).Start(ctx, app, id)
 		return err
@@ -306,17 +336,17 @@ func (c *Machines) Start(ctx context.Context, app, id string) (resp model.StartR
 }
 
 func (c *Machines) Stop(ctx context.Context, app, id string, req model.StopRequest) error {
-	return c.remote(ctx, app, id, func() error { return c.n.mgr.Stop(ctx, app, id, req) },
+	return c.remote(ctx, app, id, func() error { return c.changed(ctx, id, app, c.n.mgr.Stop(ctx, app, id, req)) },
 		func(h string) error { return c.n.peer.client(h).Stop(ctx, app, id, req) })
 }
 
 func (c *Machines) Suspend(ctx context.Context, app, id string) error {
-	return c.remote(ctx, app, id, func() error { return c.n.mgr.Suspend(ctx, app, id) },
+	return c.remote(ctx, app, id, func() error { return c.changed(ctx, id, app, c.n.mgr.Suspend(ctx, app, id)) },
 		func(h string) error { return c.n.peer.client(h).Suspend(ctx, app, id) })
 }
 
 func (c *Machines) Destroy(ctx context.Context, app, id string, force bool) error {
-	return c.remote(ctx, app, id, func() error { return c.n.mgr.Destroy(ctx, app, id, force) },
+	return c.remote(ctx, app, id, func() error { return c.changed(ctx, id, app, c.n.mgr.Destroy(ctx, app, id, force)) },
 		func(h string) error { return c.n.peer.client(h).Destroy(ctx, app, id, force) })
 }
 
