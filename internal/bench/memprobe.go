@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,7 +74,7 @@ func probeMemory(maxMiB, stepMiB int) (*MemoryProbe, error) {
 			m[off] = 1
 		}
 		steps = append(steps, float64(time.Since(start).Microseconds())/1e3)
-		if slowAfter < 0 && len(steps) > 3 && steps[len(steps)-1] > slowFactor*median(steps[:3]) {
+		if slowAfter < 0 && slowStep(steps, len(steps)-1) {
 			slowAfter = len(steps) - 1
 		}
 		if slowAfter >= 0 && len(steps) >= slowAfter+3 {
@@ -90,15 +89,19 @@ func probeMemory(maxMiB, stepMiB int) (*MemoryProbe, error) {
 	return p, nil
 }
 
-// summarizeProbe turns the steps' times into rates: a step is slow when it
-// took slowFactor times the median of the first three (or of all, if
-// fewer).
+// slowStep reports whether step i (from the fourth on) took slowFactor
+// times the median of the first three.
+func slowStep(steps []float64, i int) bool {
+	return i >= 3 && steps[i] > slowFactor*Percentile(steps[:3], 50)
+}
+
+// summarizeProbe turns the steps' times into rates (slowStep says which
+// are slow); the rates are those of the p50 steps, as the report's p50s.
 func summarizeProbe(steps []float64, stepMiB int) *MemoryProbe {
 	p := &MemoryProbe{StepMiB: stepMiB, StepsMS: steps}
-	base := median(steps[:min(3, len(steps))])
 	var fast, slow []float64
 	for i, ms := range steps {
-		if i >= 3 && ms > slowFactor*base {
+		if slowStep(steps, i) {
 			if p.KneeMiB == 0 {
 				p.KneeMiB = i * stepMiB
 			}
@@ -108,23 +111,11 @@ func summarizeProbe(steps []float64, stepMiB int) *MemoryProbe {
 		}
 	}
 	rate := func(ms float64) float64 { return float64(stepMiB<<20) / (ms / 1e3) / 1e9 }
-	p.FastGBps = rate(median(fast))
+	p.FastGBps = rate(Percentile(fast, 50))
 	if len(slow) > 0 {
-		p.SlowGBps = rate(median(slow))
+		p.SlowGBps = rate(Percentile(slow, 50))
 	}
 	return p
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // memAvailableMiB is /proc/meminfo's MemAvailable in MiB (0 if unknown).
