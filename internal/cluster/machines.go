@@ -207,7 +207,7 @@ func (c *Machines) Create(ctx context.Context, app string, req model.CreateMachi
 			c.ensureLocalApp(ctx, a)
 			mc, err = c.n.mgr.Create(ctx, app, req)
 			if mc.ID != "" {
-				err = c.changed(ctx, mc.ID, app, err)
+				err = c.changed(mc.ID, app, err)
 			}
 			mc = c.mark(mc)
 		} else {
@@ -294,7 +294,7 @@ func (c *Machines) remote(ctx context.Context, app, id string, local func() erro
 // after it then sees the change (that host catches its view up first:
 // caughtUp). The publisher would get to it within a second; on an error
 // here it still does.
-func (c *Machines) changed(ctx context.Context, id, app string, err error) error {
+func (c *Machines) changed(id, app string, err error) error {
 	if err == nil {
 		_ = c.n.publish(id, app)
 	}
@@ -313,7 +313,7 @@ func (c *Machines) caughtUp(ctx context.Context, app string) {
 
 func (c *Machines) Update(ctx context.Context, app, id string, req model.UpdateMachineRequest) (mc model.Machine, err error) {
 	err = c.remote(ctx, app, id, func() (err error) {
-		defer func() { err = c.changed(ctx, id, app, err) }()
+		defer func() { err = c.changed(id, app, err) }()
 		mc, err = c.n.mgr.Update(ctx, app, id, req)
 		mc = c.mark(mc)
 		return err
@@ -327,7 +327,7 @@ func (c *Machines) Update(ctx context.Context, app, id string, req model.UpdateM
 func (c *Machines) Start(ctx context.Context, app, id string) (resp model.StartResponse, err error) {
 	err = c.remote(ctx, app, id, func() (err error) {
 		resp, err = c.n.mgr.Start(ctx, app, id)
-		return c.changed(ctx, id, app, err)
+		return c.changed(id, app, err)
 	}, func(h string) (err error) {
 		resp, err = c.n.peer.client(h).Start(ctx, app, id)
 		return err
@@ -336,17 +336,17 @@ func (c *Machines) Start(ctx context.Context, app, id string) (resp model.StartR
 }
 
 func (c *Machines) Stop(ctx context.Context, app, id string, req model.StopRequest) error {
-	return c.remote(ctx, app, id, func() error { return c.changed(ctx, id, app, c.n.mgr.Stop(ctx, app, id, req)) },
+	return c.remote(ctx, app, id, func() error { return c.changed(id, app, c.n.mgr.Stop(ctx, app, id, req)) },
 		func(h string) error { return c.n.peer.client(h).Stop(ctx, app, id, req) })
 }
 
 func (c *Machines) Suspend(ctx context.Context, app, id string) error {
-	return c.remote(ctx, app, id, func() error { return c.changed(ctx, id, app, c.n.mgr.Suspend(ctx, app, id)) },
+	return c.remote(ctx, app, id, func() error { return c.changed(id, app, c.n.mgr.Suspend(ctx, app, id)) },
 		func(h string) error { return c.n.peer.client(h).Suspend(ctx, app, id) })
 }
 
 func (c *Machines) Destroy(ctx context.Context, app, id string, force bool) error {
-	return c.remote(ctx, app, id, func() error { return c.changed(ctx, id, app, c.n.mgr.Destroy(ctx, app, id, force)) },
+	return c.remote(ctx, app, id, func() error { return c.changed(id, app, c.n.mgr.Destroy(ctx, app, id, force)) },
 		func(h string) error { return c.n.peer.client(h).Destroy(ctx, app, id, force) })
 }
 
