@@ -397,13 +397,40 @@ func TestCloseEndsWait(t *testing.T) {
 }
 
 // waitWaiting waits until a Wait on sandbox id has got past its look at
-// the sandbox (runsc state) and runs runsc wait. A fixed 100 ms pause
-// was too short on a loaded host: Kill then deleted the sandbox before
-// Wait had looked, and Wait answered "not found" ("Wait after Kill" failed
-// once in TestSuspendResume).
+// the sandbox (runsc state) and its runsc wait is connected to the
+// sandbox's control socket, so the sandbox knows it is waited on.
+//
+// A fixed 100 ms pause was too short on a loaded host: Kill then deleted
+// the sandbox before Wait had looked, and Wait answered "not found"
+// ("Wait after Kill" failed once in TestSuspendResume). Waiting only for
+// the runsc wait process to exist was not enough either: a SIGTERM sent
+// before that process connected ended the sandbox first, and runsc, not
+// the sandbox's parent, could no longer say how it died (TestNetworkNone,
+// "Wait after SIGTERM = {Code:-1}", once in a CI run).
 func waitWaiting(t *testing.T, id string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "Wait to run runsc wait", func() bool { return len(waitProcs(id)) > 0 })
+	waitFor(t, 30*time.Second, "Wait's runsc wait to connect to the sandbox", func() bool {
+		for _, pid := range waitProcs(id) {
+			if holdsSocket(pid) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// holdsSocket reports whether process pid has a socket open. runsc wait
+// opens none but the one to the sandbox's control socket (its logs are
+// files).
+func holdsSocket(pid int) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, _ := os.ReadDir(dir)
+	for _, fd := range fds {
+		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && strings.HasPrefix(target, "socket:") {
+			return true
+		}
+	}
+	return false
 }
 
 // waitProcs returns the live `runsc ... wait id` processes.
