@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/torpor-dev/torpor/internal/runtime"
 )
 
 // SnapshotUsage is what snapshot images take on disk now.
@@ -14,9 +16,9 @@ type SnapshotUsage struct {
 	// written, or claimed and not yet deleted).
 	Images int
 	// Bytes is the disk space their files take (allocated blocks), the
-	// trash of restored images waiting to be deleted included, and the
-	// pages files the gvisor driver keeps for running machines' next
-	// suspends (runtime/gvisor/reuse.go: DATA_DIR/runsc/reuse).
+	// trash of restored images waiting to be deleted included, and what
+	// the runtime keeps of its own for them (runtime.DiskUser: the gvisor
+	// driver's pages files for running machines' next suspends).
 	Bytes int64
 }
 
@@ -30,7 +32,13 @@ func (m *Manager) SnapshotUsage() (SnapshotUsage, error) {
 		return u, err
 	}
 	trash, _ := filepath.Glob(filepath.Join(m.trashDir(), "*"))
-	trash = append(trash, filepath.Join(m.cfg.DataDir, "runsc", "reuse"))
+	if du, ok := m.rt.(runtime.DiskUser); ok {
+		n, err := du.DiskBytes()
+		if err != nil {
+			return u, err
+		}
+		u.Bytes += n
+	}
 	for i, dir := range append(dirs, trash...) {
 		n, err := diskBytes(dir)
 		if err != nil {

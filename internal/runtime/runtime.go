@@ -172,6 +172,17 @@ type Precreator interface {
 	DiscardPrecreated(ctx context.Context, id string) error
 }
 
+// DiskUser is a driver that keeps files of its own on disk beside the
+// snapshots it is given (gVisor: the pages file a restored sandbox's next
+// checkpoint writes over, reuse.go there). Package machine counts them
+// with the snapshots (SnapshotUsage, torpor_snapshot_disk_bytes); the
+// driver alone knows where they are and when they go.
+type DiskUser interface {
+	// DiskBytes is the disk space (allocated blocks) of the driver's own
+	// files.
+	DiskBytes() (int64, error)
+}
+
 // Command is a command for Runtime.Run.
 type Command struct {
 	Args  []string

@@ -42,6 +42,7 @@ type Runtime struct {
 	// that a test can hold a checkpoint in progress.
 	OnCheckpoint func(id string)
 	calls        []string
+	diskBytes    int64
 	// precreated holds the specs of the sandboxes Precreate made and no
 	// Restore, Kill or DiscardPrecreated has used or deleted since.
 	precreated map[string]runtime.Spec
@@ -63,7 +64,8 @@ func New(version string) *Runtime {
 }
 
 // Fail makes the next call of op ("boot", "checkpoint", "restore",
-// "signal-all", "wait", "state", "prepare-restore") fail with err.
+// "signal-all", "wait", "state", "prepare-restore", "disk-bytes") fail with
+// err.
 func (r *Runtime) Fail(op string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -74,6 +76,20 @@ func (r *Runtime) takeFailure(op string) error {
 	err := r.fail[op]
 	delete(r.fail, op)
 	return err
+}
+
+// SetDiskBytes sets what DiskBytes reports: the disk space of files the
+// driver keeps of its own (runtime.DiskUser).
+func (r *Runtime) SetDiskBytes(n int64) { r.mu.Lock(); r.diskBytes = n; r.mu.Unlock() }
+
+// DiskBytes implements runtime.DiskUser; Fail("disk-bytes") makes it fail.
+func (r *Runtime) DiskBytes() (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.takeFailure("disk-bytes"); err != nil {
+		return 0, err
+	}
+	return r.diskBytes, nil
 }
 
 // Name implements runtime.Runtime.

@@ -157,6 +157,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	r := &Runtime{cfg: cfg, version: version}
 	r.closing, r.close = context.WithCancel(context.Background())
+	r.sweepPagesFiles(r.closing)
 	return r, nil
 }
 

@@ -1,8 +1,15 @@
 package gvisor
 
 import (
+	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/torpor-dev/torpor/internal/runtime"
 )
 
 // A sandbox's next checkpoint writes its memory over the pages file of the
@@ -28,7 +35,9 @@ import (
 //
 // The cost: until the sandbox is checkpointed again or killed, the link
 // holds disk space (and, while the kernel keeps it, page cache) the size of
-// the restored image. Config.NoPagesReuse turns it off.
+// the restored image (DiskBytes reports it). Config.NoPagesReuse turns it
+// off. New deletes the kept files of sandboxes that ended without a Kill
+// (sweepPagesFiles).
 
 // pagesFile is runsc's name for the memory pages file of an image.
 const pagesFile = "pages.img"
@@ -37,8 +46,13 @@ const pagesFile = "pages.img"
 // patched runsc looks for pagesFile+reuseSuffix.
 const reuseSuffix = ".reuse"
 
+// keptSuffix ends the name of a kept pages file: <id>.pages.
+const keptSuffix = ".pages"
+
+func (r *Runtime) reuseDir() string { return filepath.Join(r.cfg.RootDir, "reuse") }
+
 func (r *Runtime) reusePath(id string) string {
-	return filepath.Join(r.cfg.RootDir, "reuse", id+".pages")
+	return filepath.Join(r.reuseDir(), id+keptSuffix)
 }
 
 // keepPagesFile links the pages file of imageDir, which sandbox id has just
@@ -76,4 +90,59 @@ func withdrawPagesFile(imageDir string) {
 // dropPagesFile deletes id's kept pages file, if any.
 func (r *Runtime) dropPagesFile(id string) {
 	_ = os.Remove(r.reusePath(id))
+}
+
+var _ runtime.DiskUser = (*Runtime)(nil)
+
+// DiskBytes is the disk space of the pages files kept for the next
+// checkpoints (runtime.DiskUser). A file deleted while it counts is
+// skipped.
+func (r *Runtime) DiskBytes() (int64, error) {
+	entries, err := os.ReadDir(r.reuseDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, e := range entries {
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return total, err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		}
+	}
+	return total, nil
+}
+
+// sweepPagesFiles deletes the kept pages files of sandboxes that are gone
+// or stopped: what a sandbox that ended without a Kill leaves (a daemon
+// that died between the two, a sandbox deleted with runsc by hand, a store
+// restored from an older backup that no longer knows the machine). It
+// keeps the file of a sandbox whose state runsc cannot tell. New runs it
+// before the driver restores anything, so that it races with no Restore.
+func (r *Runtime) sweepPagesFiles(ctx context.Context) {
+	entries, err := os.ReadDir(r.reuseDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), keptSuffix)
+		if !ok {
+			continue
+		}
+		st, err := r.state(ctx, id)
+		if err != nil {
+			continue
+		}
+		if st == nil || st.Status == string(runtime.StatusStopped) {
+			r.dropPagesFile(id)
+		}
+	}
 }

@@ -40,6 +40,26 @@ func TestCheckpointWritesOverTheRestoredPagesFile(t *testing.T) {
 	if kept != inode(t, filepath.Join(first, pagesFile)) {
 		t.Fatal("the kept file is not the restored image's pages file")
 	}
+	// What a daemon finds at start-up: the live sandbox's file stays, and
+	// one of a sandbox that is gone (it ended without a Kill) is deleted.
+	ghost := rt.reusePath(uniqueID("gone"))
+	if err := os.WriteFile(ghost, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withGhost, err := rt.DiskBytes()
+	if err != nil || withGhost < 1<<20+size(t, rt.reusePath(spec.ID))/2 {
+		t.Fatalf("DiskBytes = %d, %v: want the kept file and the 1 MiB ghost", withGhost, err)
+	}
+	rt.sweepPagesFiles(ctx)
+	if _, err := os.Stat(ghost); !os.IsNotExist(err) {
+		t.Fatalf("the pages file of a sandbox that is gone survived the sweep: %v", err)
+	}
+	if inode(t, rt.reusePath(spec.ID)) != kept {
+		t.Fatal("the sweep deleted the running sandbox's pages file")
+	}
+	if after, err := rt.DiskBytes(); err != nil || after >= withGhost {
+		t.Fatalf("DiskBytes after the sweep = %d, %v; %d before", after, err, withGhost)
+	}
 	// The caller deletes the restored image (the manager does, once
 	// claimed): the kept link lives on. Make it longer than any image of
 	// this app, with bytes no image has, to see the checkpoint truncate it.
