@@ -230,14 +230,11 @@ func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
 	if !p.state.sameProcess(r.last) {
 		return errors.New("proxied wake: the app answered from a new process")
 	}
-	evs, err := r.c.Events(ctx, r.app, r.id)
-	if err != nil {
-		return err
-	}
-	if ev, ok := model.Newest(evs, model.EventResume, "started"); ok {
+	ev, ok, err := r.newest(ctx, model.EventResume, "started")
+	if ok {
 		smp.ProxyWakeEvent = durations(ev.Request)
 	}
-	return nil
+	return err
 }
 
 // warmResume suspends the machine again with the daemon's warm sandboxes
@@ -287,11 +284,10 @@ func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 	if !p.state.sameProcess(r.last) {
 		return errors.New("warm resume: the app answered from a new process")
 	}
-	evs, err := r.c.Events(ctx, r.app, r.id)
+	ev, ok, err := r.newest(ctx, model.EventResume, "started")
 	if err != nil {
 		return err
 	}
-	ev, ok := model.Newest(evs, model.EventResume, "started")
 	if d := ev.Start(); !ok || d == nil || !d.WarmSandbox {
 		return errors.New("warm resume: the resume event says it did not use the warm sandbox")
 	} else if d.ResumePhases != nil {
@@ -396,14 +392,22 @@ func (r *run) resuspend(ctx context.Context, smp *Sample) error {
 		return nil
 	}
 	smp.ResuspendMS = millis(time.Since(begin))
-	evs, err := r.c.Events(ctx, r.app, r.id)
-	if err != nil {
-		return err
-	}
-	if ev, ok := model.Newest(evs, model.EventSuspend, "suspended"); ok {
+	ev, ok, err := r.newest(ctx, model.EventSuspend, "suspended")
+	if ok {
 		smp.ResuspendEvent = durations(ev.Request)
 	}
-	return nil
+	return err
+}
+
+// newest fetches the machine's events and returns the newest of typ with
+// status, if any.
+func (r *run) newest(ctx context.Context, typ, status string) (model.Event, bool, error) {
+	evs, err := r.c.Events(ctx, r.app, r.id)
+	if err != nil {
+		return model.Event{}, false, err
+	}
+	ev, ok := model.Newest(evs, typ, status)
+	return ev, ok, nil
 }
 
 // eventBreakdown copies the newest suspend and resume events' durations.
@@ -426,11 +430,11 @@ func (r *run) eventBreakdown(ctx context.Context, smp *Sample) error {
 
 // fallbackReason is the reason of the newest resume event, for errors.
 func (r *run) fallbackReason(ctx context.Context) string {
-	evs, err := r.c.Events(ctx, r.app, r.id)
+	ev, ok, err := r.newest(ctx, model.EventResume, "started")
 	if err != nil {
 		return err.Error()
 	}
-	if ev, ok := model.Newest(evs, model.EventResume, "started"); ok && ev.Start() != nil {
+	if ok && ev.Start() != nil {
 		return string(ev.Start().Fallback) + ": " + ev.Start().Reason
 	}
 	return "no resume event"
