@@ -203,10 +203,10 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.1f×", a/b)
 }
 
-// eventOrder is the order of the resume event's known fields; others go
-// before duration_ms, alphabetically.
-// (model.ResumePhases, in the order the phases happen).
-var eventOrder = []string{"claim_ms", "prepare_ms", "runtime_restore_ms", "verify_ms", "verify_wait_ms", "restore_ms"}
+// eventOrder is the order of the resume event's known fields
+// (model.ResumePhases, in the order the phases happen, then
+// model.AppNotice's); others go before duration_ms, alphabetically.
+var eventOrder = []string{"claim_ms", "prepare_ms", "runtime_restore_ms", "verify_ms", "verify_wait_ms", "restore_ms", "app_notice_ms"}
 
 // eventKeys lists the *_ms fields some sample's event map has.
 func eventKeys(res *Result, m func(Sample) map[string]float64) []string {

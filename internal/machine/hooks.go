@@ -211,6 +211,7 @@ func (m *Manager) postResume(ctx context.Context, mc model.Machine, notice *mode
 // happened is returned for the resume event; a failed post_resume also
 // yields its own event. Nothing here undoes the resume.
 func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model.Snapshot) (*model.AppNotice, []model.Event) {
+	begin := time.Now()
 	count := m.lastResumeCount(mc) + 1
 	notice := &model.AppNotice{ResumeCount: count}
 	g := generation{boot: mc.BootGeneration, resumes: count, suspendedAt: snap.CreatedAt, resumedAt: time.Now()}
@@ -220,7 +221,8 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	go func() {
 		written <- m.writeGeneration(ctx, mc, g, frozenGenerationScript)
 	}()
-	clock := m.settleClock(ctx, mc)
+	clock, reads := m.settleClock(ctx, mc)
+	notice.ClockReads = reads
 	if err := <-written; err != nil {
 		notice.GenerationFileError = err.Error()
 	}
@@ -233,6 +235,7 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	m.fault("resume/after-thaw", mc.ID)
 	evs := m.postResume(ctx, mc, notice)
 	m.resumeSignal(ctx, mc, notice)
+	notice.NoticeMS = time.Since(begin).Milliseconds()
 	return notice, evs
 }
 
@@ -246,17 +249,19 @@ const (
 
 // settleClock reads the machine's clock, again and again while it is off,
 // for about a second at most; the app stays frozen meanwhile, and is
-// thawed (thaw) only after a reading that is right or the last try.
-func (m *Manager) settleClock(ctx context.Context, mc model.Machine) clockCheck {
+// thawed (thaw) only after a reading that is right or the last try. It
+// returns the last reading and how many it took.
+func (m *Manager) settleClock(ctx context.Context, mc model.Machine) (clockCheck, int) {
 	clock, err := m.readClock(ctx, mc)
-	for try := 1; try < clockSettleTries && err == nil && !clock.ok(); try++ {
+	reads := 1
+	for ; reads < clockSettleTries && err == nil && !clock.ok(); reads++ {
 		time.Sleep(clockSettlePause)
 		clock, err = m.readClock(ctx, mc)
 	}
 	if err != nil {
 		m.log.Warn("read the machine's clock after a resume", "machine", mc.ID, "err", err)
 	}
-	return clock
+	return clock, reads
 }
 
 // readClock reads the machine's wall clock once, inside (clockArgv).

@@ -157,7 +157,8 @@ func TestHooksRunInOrderAroundSuspendAndResume(t *testing.T) {
 	}
 	res := e.lastEvent(mc.ID, "resume")
 	if detail(res, "post_resume.status") != "ok" || detail(res, "post_resume.output") != "reconnected" ||
-		detail(res, "resume_count") != 1.0 || detail(res, "resume_signal") != "SIGUSR2" || detail(res, "clock_ok") != true {
+		detail(res, "resume_count") != 1.0 || detail(res, "resume_signal") != "SIGUSR2" || detail(res, "clock_ok") != true ||
+		detail(res, "clock_reads") != 1.0 {
 		t.Fatalf("resume event = %+v", res)
 	}
 	e.wantState(mc.ID, model.StateStarted)
@@ -302,7 +303,7 @@ func TestClockCheckFlagsSkew(t *testing.T) {
 	e.start(mc.ID)
 	res := e.lastEvent(mc.ID, "resume")
 	skew, _ := res.Field("clock_skew_ms").(float64)
-	if res.Field("clock_ok") != false || skew < 1900 || skew > 2100 {
+	if res.Field("clock_ok") != false || skew < 1900 || skew > 2100 || res.Field("clock_reads") != float64(clockSettleTries) {
 		t.Fatalf("resume event = %+v", res)
 	}
 }

@@ -180,7 +180,15 @@ type ResumePhases struct {
 type AppNotice struct {
 	// ResumeCount is the number of resumes in this boot generation, this
 	// one included (0 after a cold start).
-	ResumeCount         int         `json:"resume_count,omitempty"`
+	ResumeCount int `json:"resume_count,omitempty"`
+	// NoticeMS is how long telling the app of a resume took, all on the
+	// resume's critical path: the generation file and the clock check
+	// (side by side, the app frozen), the thaw, post_resume and the
+	// resume signal.
+	NoticeMS int64 `json:"app_notice_ms,omitempty"`
+	// ClockReads is how often the clock was read before it was right or
+	// the check gave up (1 when the first reading was right).
+	ClockReads          int         `json:"clock_reads,omitempty"`
 	ClockSkewMS         *float64    `json:"clock_skew_ms,omitempty"`
 	ClockUncertaintyMS  *float64    `json:"clock_uncertainty_ms,omitempty"`
 	ClockOK             *bool       `json:"clock_ok,omitempty"`
