@@ -203,10 +203,10 @@ func (g gatedRuntime) State(ctx context.Context, id string) (runtime.Status, err
 	return g.Runtime.State(ctx, id)
 }
 
-func (g gatedRuntime) Exec(ctx context.Context, id string, args []string) ([]byte, error) {
+func (g gatedRuntime) Exec(ctx context.Context, id string, args []string, env ...string) ([]byte, error) {
 	g.gate()
 	defer g.gate()
-	return g.Runtime.Exec(ctx, id, args)
+	return g.Runtime.Exec(ctx, id, args, env...)
 }
 
 func newCrashWorld(t *testing.T, seed int64) *crashWorld {

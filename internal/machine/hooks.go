@@ -49,6 +49,14 @@ const frozenGenerationScript = `[ -d /run/torpor ] || mkdir -p /run/torpor; prin
 // no shell (the clock check; see settleClock).
 var clockArgv = []string{"date", "+%s.%N"}
 
+// probeEnv is added to the environment of the daemon's own processes in
+// a machine that read or write for it (the clock reading, the generation
+// file): the C locale and UTC, whatever the image sets, so that nothing
+// they print depends on the image, and date loads no locale (with the
+// image's LANG=C.UTF-8 the first reading after a restore took 35 ms p50,
+// with LC_ALL=C 22 ms).
+var probeEnv = []string{"LC_ALL=C", "TZ=UTC0"}
+
 // Bounds of the daemon's own steps inside the machine.
 const (
 	generationTimeout = 10 * time.Second
@@ -269,7 +277,7 @@ func (m *Manager) readClock(ctx context.Context, mc model.Machine) (clockCheck, 
 	cctx, cancel := stepCtx(ctx, generationTimeout)
 	defer cancel()
 	before := time.Now()
-	out, err := m.rt.Exec(cctx, sandboxID(mc.ID), clockArgv)
+	out, err := m.rt.Exec(cctx, sandboxID(mc.ID), clockArgv, probeEnv...)
 	clock := newClockCheck(out, before, time.Now())
 	if err != nil {
 		return clock, fmt.Errorf("%v; output: %s", err, outputTail(out))
@@ -337,7 +345,7 @@ func timestamp(t time.Time) string {
 func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation, script string) error {
 	gctx, cancel := stepCtx(ctx, generationTimeout)
 	defer cancel()
-	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content()})
+	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content()}, probeEnv...)
 	if err != nil {
 		return fmt.Errorf("writing %s: %v; output: %s", generationFile, err, outputTail(out))
 	}

@@ -161,6 +161,12 @@ func TestHooksRunInOrderAroundSuspendAndResume(t *testing.T) {
 		detail(res, "clock_reads") != 1.0 {
 		t.Fatalf("resume event = %+v", res)
 	}
+	// The daemon's own processes run in the C locale and UTC (probeEnv).
+	for _, name := range []string{"date", "/bin/sh"} {
+		if got := e.rt.ExecEnv(name); !slices.Equal(got, probeEnv) {
+			t.Errorf("%s ran with env %q, want %q", name, got, probeEnv)
+		}
+	}
 	e.wantState(mc.ID, model.StateStarted)
 	if e.rt.Counter(sandboxID(mc.ID)) < 0 {
 		t.Fatal("the resume signal ended the app")

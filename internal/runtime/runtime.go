@@ -106,8 +106,10 @@ type Runtime interface {
 	Wait(ctx context.Context, id string) (ExitStatus, error)
 	// State reports the sandbox's status; StatusAbsent (and no error) if it does not exist.
 	State(ctx context.Context, id string) (Status, error)
-	// Exec runs a command inside the running sandbox and returns its combined output.
-	Exec(ctx context.Context, id string, args []string) ([]byte, error)
+	// Exec runs a command inside the running sandbox and returns its
+	// combined output. It runs with the sandbox's environment, env's
+	// KEY=VALUE entries added (a key already there takes env's value).
+	Exec(ctx context.Context, id string, args []string, env ...string) ([]byte, error)
 	// Run runs a command inside the running sandbox with its own stdin,
 	// stdout and stderr, and reports how it ended. A command that ran and
 	// exited non-zero is not an error; ctx ending kills it.

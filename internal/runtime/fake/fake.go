@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ type Runtime struct {
 	OnCheckpoint func(id string)
 	calls        []string
 	diskBytes    int64
+	execEnv      map[string][]string // by command name, of its last Exec
 	// precreated holds the specs of the sandboxes Precreate made and no
 	// Restore, Kill or DiscardPrecreated has used or deleted since.
 	precreated map[string]runtime.Spec
@@ -60,7 +62,8 @@ type Sandbox struct {
 
 // New returns a fake runtime reporting version.
 func New(version string) *Runtime {
-	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}, precreated: map[string]runtime.Spec{}}
+	return &Runtime{sandboxes: map[string]*Sandbox{}, version: version, fail: map[string]error{}, precreated: map[string]runtime.Spec{},
+		execEnv: map[string][]string{}}
 }
 
 // Fail makes the next call of op ("boot", "checkpoint", "restore",
@@ -394,10 +397,14 @@ func (r *Runtime) Running(ctx context.Context, id string) (bool, error) {
 }
 
 // Exec implements runtime.Runtime: ExecFunc answers for a running
-// sandbox; without one the command succeeds with no output.
-func (r *Runtime) Exec(ctx context.Context, id string, args []string) ([]byte, error) {
+// sandbox; without one the command succeeds with no output. ExecEnv
+// tells what env a command was given.
+func (r *Runtime) Exec(ctx context.Context, id string, args []string, env ...string) ([]byte, error) {
 	r.mu.Lock()
 	r.record("exec " + strings.Join(args, " "))
+	if len(args) > 0 {
+		r.execEnv[args[0]] = slices.Clone(env)
+	}
 	s, ok := r.sandboxes[id]
 	fn := r.ExecFunc
 	r.mu.Unlock()
@@ -413,6 +420,14 @@ func (r *Runtime) Exec(ctx context.Context, id string, args []string) ([]byte, e
 		return nil, nil
 	}
 	return fn(ctx, id, args)
+}
+
+// ExecEnv is the env the last Exec of the command named name (its args[0])
+// was given.
+func (r *Runtime) ExecEnv(name string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.execEnv[name]
 }
 
 // record logs a call. Callers hold r.mu.

@@ -335,7 +335,7 @@ const execStartTimeout = 10 * time.Second
 // controlExec runs argv in sandbox id through the control socket and
 // returns its combined output, as Exec does. errNoControl (wrapped) means
 // nothing was started: the caller may spawn runsc instead.
-func (r *Runtime) controlExec(ctx context.Context, id string, argv []string) ([]byte, error) {
+func (r *Runtime) controlExec(ctx context.Context, id string, argv, env []string) ([]byte, error) {
 	st, err := r.controlState(id)
 	if err != nil {
 		return nil, err
@@ -347,6 +347,7 @@ func (r *Runtime) controlExec(ctx context.Context, id string, argv []string) ([]
 	if err != nil {
 		return nil, err
 	}
+	args.Envv = mergeEnv(args.Envv, env)
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fmt.Errorf("gvisor: %w", err)
@@ -468,4 +469,20 @@ func (r *Runtime) controlFallback(id, what string, why error) {
 		log = slog.Default()
 	}
 	log.Warn("gvisor: spawning runsc: the sandbox's control socket cannot be used", "sandbox", id, "call", what, "err", why)
+}
+
+// mergeEnv is base with env's KEY=VALUE entries added, an entry of env
+// replacing base's of the same key (runsc exec --env does the same).
+func mergeEnv(base, env []string) []string {
+	if len(env) == 0 {
+		return base
+	}
+	out := make([]string, 0, len(base)+len(env))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") }) {
+			out = append(out, kv)
+		}
+	}
+	return append(out, env...)
 }

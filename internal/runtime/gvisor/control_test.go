@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -140,5 +141,16 @@ func TestControlState(t *testing.T) {
 	st, err := rt.controlState("abc")
 	if err != nil || st.Sandbox.ControlSocketPath != "/s" || st.Spec.Process.Cwd != "/" {
 		t.Fatalf("state = %+v, %v", st, err)
+	}
+}
+
+func TestMergeEnvReplacesByKey(t *testing.T) {
+	got := mergeEnv([]string{"PATH=/bin", "LANG=C.UTF-8", "LANGUAGE=en", "EMPTY="}, []string{"LANG=C", "TZ=UTC0"})
+	want := []string{"PATH=/bin", "LANGUAGE=en", "EMPTY=", "LANG=C", "TZ=UTC0"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mergeEnv = %q, want %q", got, want)
+	}
+	if base := []string{"A=1"}; !slices.Equal(mergeEnv(base, nil), base) {
+		t.Fatal("mergeEnv with no env changed the base")
 	}
 }

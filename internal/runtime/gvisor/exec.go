@@ -37,20 +37,25 @@ const execKillTimeout = 10 * time.Second
 // runsc exec then returns as the process is reaped, which shows that it is
 // gone; runsc itself is killed only if it has not returned within its
 // WaitDelay.
-func (r *Runtime) Exec(ctx context.Context, id string, args []string) ([]byte, error) {
+func (r *Runtime) Exec(ctx context.Context, id string, args []string, env ...string) ([]byte, error) {
 	if len(args) == 0 {
 		return nil, errors.New("gvisor: exec: no command")
 	}
-	out, err := r.controlExec(ctx, id, args)
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("gvisor: exec: environment entry %q is not KEY=VALUE", kv)
+		}
+	}
+	out, err := r.controlExec(ctx, id, args, env)
 	if !errors.Is(err, errNoControl) {
 		return out, err
 	}
 	r.controlFallback(id, "exec", err)
-	return r.spawnExec(ctx, id, args)
+	return r.spawnExec(ctx, id, args, env)
 }
 
 // spawnExec is Exec by spawning `runsc exec`.
-func (r *Runtime) spawnExec(ctx context.Context, id string, args []string) ([]byte, error) {
+func (r *Runtime) spawnExec(ctx context.Context, id string, args, env []string) ([]byte, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fmt.Errorf("gvisor: %w", err)
@@ -63,7 +68,11 @@ func (r *Runtime) spawnExec(ctx context.Context, id string, args []string) ([]by
 	defer os.RemoveAll(dir)
 	pidFile := filepath.Join(dir, "pid")
 
-	cmdArgs := append([]string{"--internal-pid-file=" + pidFile, id}, args...)
+	cmdArgs := []string{"--internal-pid-file=" + pidFile}
+	for _, kv := range env {
+		cmdArgs = append(cmdArgs, "--env", kv)
+	}
+	cmdArgs = append(append(cmdArgs, id), args...)
 	cmd := r.command(ctx, nil, "exec", cmdArgs...)
 	out := &tailBuffer{max: maxExecOutput}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out

@@ -98,7 +98,7 @@ func TestResumeSpawnsOnlyRestore(t *testing.T) {
 // TestExecAndSignalAllSpawnNoRunsc checks that Exec and SignalAll talk to
 // the sandbox's control socket instead of spawning runsc (control.go), with
 // runsc exec's semantics: the output of both streams, an exit code, the
-// container's environment, a cancelled exec's process killed inside the
+// container's environment with the caller's added, a cancelled exec's process killed inside the
 // sandbox, and a signal to every process.
 func TestExecAndSignalAllSpawnNoRunsc(t *testing.T) {
 	rt, spawns := newSpawnCountingRuntime(t)
@@ -116,6 +116,22 @@ func TestExecAndSignalAllSpawnNoRunsc(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "out\n") || !strings.Contains(string(out), "err\n") ||
 		!strings.Contains(string(out), "path=/") || !strings.HasSuffix(strings.TrimSpace(string(out)), "0") {
 		t.Fatalf("exec = %q, %v; want both streams, the container's PATH and uid 0", out, err)
+	}
+	// env is added to the container's environment, replacing what it sets
+	// (LANG=C.UTF-8), through the control socket and through runsc exec.
+	envProbe := []string{"/bin/sh", "-c", `echo "lang=$LANG x=$X path=$PATH"`}
+	for name, exec := range map[string]func() ([]byte, error){
+		"control socket": func() ([]byte, error) { return rt.Exec(ctx, spec.ID, envProbe, "LANG=C", "X=1") },
+		"runsc exec":     func() ([]byte, error) { return rt.spawnExec(ctx, spec.ID, envProbe, []string{"LANG=C", "X=1"}) },
+	} {
+		out, err := exec()
+		if got := strings.TrimSpace(string(out)); err != nil || !strings.HasPrefix(got, "lang=C x=1 path=/") {
+			t.Fatalf("exec with env through the %s = %q, %v; want lang=C x=1 and the container's PATH", name, got, err)
+		}
+	}
+	spawns.take(t) // the runsc exec just now
+	if _, err := rt.Exec(ctx, spec.ID, envProbe, "NOEQUALS"); err == nil {
+		t.Fatal("exec with an env entry that is not KEY=VALUE ran")
 	}
 	out, err = rt.Exec(ctx, spec.ID, []string{"/bin/sh", "-c", "echo oops >&2; exit 3"})
 	var ec interface{ ExitCode() int }
