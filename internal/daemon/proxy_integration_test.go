@@ -15,16 +15,36 @@ import (
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// freePort returns a loopback TCP port nobody listens on now.
+// freePort returns a loopback TCP port nobody listens on now, and one it
+// has not returned before in this test binary: the kernel can hand out a
+// port just closed again, and two calls in a row once gave one test the
+// same port for the daemon's --listen and a machine's service (CI,
+// TestDescriptorExhaustion: "host port ... is reserved for the daemon's
+// TCP API").
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	givenPortsMu.Lock()
+	defer givenPortsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !givenPorts[port] {
+			givenPorts[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no loopback port that was not handed out before")
+	return 0
 }
+
+var (
+	givenPortsMu sync.Mutex
+	givenPorts   = map[int]bool{}
+)
 
 // serviceConfig is the counter app published by the proxy on port.
 func serviceConfig(port int, handlers []string, autostop model.Autostop, min int) model.MachineConfig {
