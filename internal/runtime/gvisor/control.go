@@ -111,10 +111,12 @@ type ctlSignalArgs struct {
 
 // ctlState is what torpor reads of runsc's state file of a container.
 type ctlState struct {
-	Status  string      `json:"status"`
-	Spec    *specs.Spec `json:"spec"`
-	Sandbox struct {
+	Status    string      `json:"status"`
+	Spec      *specs.Spec `json:"spec"`
+	BundleDir string      `json:"bundleDir"`
+	Sandbox   struct {
 		ID                string `json:"id"`
+		Pid               int    `json:"pid"`
 		ControlSocketPath string `json:"controlSocketPath"`
 	} `json:"sandbox"`
 }

@@ -200,7 +200,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id, imageDir string) error {
 	if err := checkEmptyDir(imageDir); err != nil {
 		return err
 	}
-	st, err := r.state(ctx, id)
+	st, err := r.runningState(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func (l *spawnLog) take(t *testing.T) []string {
 // TestResumeSpawnsOnlyRestore checks that the Kill before a restore (the
 // manager's prepare) and the Restore itself ask runsc nothing more once a
 // Checkpoint has deleted the sandbox: the only runsc process on that path
-// is the restore.
+// is the restore. The Checkpoint itself spawns only checkpoint and delete.
 func TestResumeSpawnsOnlyRestore(t *testing.T) {
 	rt, spawns := newSpawnCountingRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -70,10 +70,14 @@ func TestResumeSpawnsOnlyRestore(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 3 })
 	image := t.TempDir()
+	spawns.take(t)
 	if err := rt.Checkpoint(ctx, spec.ID, image); err != nil {
 		t.Fatal(err)
 	}
-	spawns.take(t)
+	// The checkpoint reads the sandbox's state from runsc's file (runningState).
+	if got := spawns.take(t); strings.Join(got, " ") != "checkpoint delete" {
+		t.Errorf("runsc subcommands for Checkpoint: %q, want checkpoint, delete", got)
+	}
 	if err := rt.Kill(ctx, spec.ID); err != nil {
 		t.Fatal(err)
 	}

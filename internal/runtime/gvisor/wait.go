@@ -29,6 +29,19 @@ type containerState struct {
 	Bundle string `json:"bundle"`
 }
 
+// runningState is state for a sandbox that should be running (a
+// checkpoint's): read from runsc's state file when that says running and
+// the sandbox process is alive, which saves spawning runsc (8-12 ms);
+// anything else (another status, a process gone, a file the driver cannot
+// read) asks `runsc state`, which also brings the file up to date.
+func (r *Runtime) runningState(ctx context.Context, id string) (*containerState, error) {
+	if cs, err := r.controlState(id); err == nil && cs.Status == "running" && cs.BundleDir != "" &&
+		cs.Sandbox.Pid > 0 && !processExited(cs.Sandbox.Pid) {
+		return &containerState{ID: id, Status: cs.Status, Pid: cs.Sandbox.Pid, Bundle: cs.BundleDir}, nil
+	}
+	return r.state(ctx, id)
+}
+
 // state runs "runsc state"; it returns nil (and no error) if the sandbox
 // does not exist.
 func (r *Runtime) state(ctx context.Context, id string) (*containerState, error) {
