@@ -32,17 +32,14 @@ const (
 // generationFile is where the app finds its boot generation and resume count.
 const generationFile = "/run/torpor/generation"
 
-// generationScript replaces the generation file atomically (rename) with
-// its first argument.
-const generationScript = `mkdir -p /run/torpor && ` +
-	`printf '%s' "$1" > ` + generationFile + `.tmp && mv -f ` + generationFile + `.tmp ` + generationFile
-
-// frozenGenerationScript does the same for a machine whose processes are all
-// stopped (after a restore), where no one can read the file half-written:
-// it writes in place, with shell builtins only (the directory is there
-// since the boot's generation file), so that the shell starts no process:
-// each costs several milliseconds under gVisor, and this runs on every
-// resume's critical path.
+// frozenGenerationScript writes the generation file (its first argument)
+// inside a machine booted without a host run directory (rundir.go: booted
+// by an earlier daemon), whose processes are all stopped (after a
+// restore), where no one can read the file half-written: it writes in
+// place, with shell builtins only (the directory is there since the boot's
+// generation file), so that the shell starts no process: each costs
+// several milliseconds under gVisor, and this runs on the resume's critical
+// path.
 const frozenGenerationScript = `[ -d /run/torpor ] || mkdir -p /run/torpor; printf '%s' "$1" > ` + generationFile
 
 // clockArgv reads the machine's wall clock after a restore: one process,
@@ -223,12 +220,18 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 	count := m.lastResumeCount(mc) + 1
 	notice := &model.AppNotice{ResumeCount: count}
 	g := generation{boot: mc.BootGeneration, resumes: count, suspendedAt: snap.CreatedAt, resumedAt: time.Now()}
-	// The generation file is written while the clock is read: two
-	// processes in the frozen machine at once, neither of which forks.
+	// The generation file is written on the host (rundir.go) or, for a
+	// machine booted without a host run directory, while the clock is
+	// read: two processes in the frozen machine at once, neither of which
+	// forks.
 	written := make(chan error, 1)
-	go func() {
-		written <- m.writeGeneration(ctx, mc, g, frozenGenerationScript)
-	}()
+	if m.hasGuestRunDir(mc) {
+		written <- writeGenerationFile(m.guestRunDir(mc), g)
+	} else {
+		go func() {
+			written <- m.writeGeneration(ctx, mc, g, frozenGenerationScript)
+		}()
+	}
 	clock, reads := m.settleClock(ctx, mc)
 	notice.ClockReads = reads
 	if err := <-written; err != nil {
@@ -308,15 +311,6 @@ func (m *Manager) resumeSignal(ctx context.Context, mc model.Machine, notice *mo
 	}
 }
 
-// bootGeneration writes the generation file of a machine just cold-started
-// (no resume yet); it returns a notice of the failure, nil if none.
-func (m *Manager) bootGeneration(ctx context.Context, mc model.Machine) *model.AppNotice {
-	if err := m.writeGeneration(ctx, mc, generation{boot: mc.BootGeneration}, generationScript); err != nil {
-		return &model.AppNotice{GenerationFileError: err.Error()}
-	}
-	return nil
-}
-
 // generation is what the generation file tells the app.
 type generation struct {
 	boot        uint64
@@ -339,8 +333,9 @@ func timestamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
-// writeGeneration (re)writes the generation file inside the machine. The
-// machine's root filesystem lives in its memory, so the file is part of
+// writeGeneration (re)writes the generation file inside a machine booted
+// without a host run directory (rundir.go). Such a machine's /run/torpor is
+// in its root filesystem, which lives in its memory, so the file is part of
 // every snapshot: it must be rewritten after each restore.
 func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation, script string) error {
 	gctx, cancel := stepCtx(ctx, generationTimeout)

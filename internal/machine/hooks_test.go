@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +23,8 @@ func (e exitErr) ExitCode() int { return int(e) }
 
 // machineExec answers the fake runtime's Exec like a machine would: the
 // clock read prints the clock (offset by skew), the generation script's file
-// content is kept; hook commands are answered by hooks[cmd].
+// content (machines booted without a host run directory) is kept; hook
+// commands are answered by hooks[cmd].
 type machineExec struct {
 	mu          sync.Mutex
 	skew        time.Duration
@@ -32,7 +35,7 @@ type machineExec struct {
 func (x *machineExec) exec(ctx context.Context, id string, args []string) ([]byte, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(args) >= 5 && (args[2] == generationScript || args[2] == frozenGenerationScript) {
+	if len(args) >= 5 && args[2] == frozenGenerationScript {
 		x.generations = append(x.generations, args[4])
 		return nil, nil
 	}
@@ -55,6 +58,26 @@ func (x *machineExec) lastGeneration() string {
 		return ""
 	}
 	return x.generations[len(x.generations)-1]
+}
+
+// generation reads machine id's generation file from the host directory
+// its sandbox mounts at /run/torpor ("" without one).
+func (e *env) generation(id string) string {
+	e.t.Helper()
+	spec, _ := e.rt.Spec(sandboxID(id))
+	for _, mnt := range spec.Mounts {
+		if mnt.Destination == "/run/torpor" {
+			if !mnt.ReadOnly {
+				e.t.Errorf("/run/torpor is mounted read-write")
+			}
+			b, err := os.ReadFile(filepath.Join(mnt.Source, "generation"))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return string(b)
+		}
+	}
+	return ""
 }
 
 func ok(out string) func(context.Context) ([]byte, error) {
@@ -136,17 +159,14 @@ func TestHooksRunInOrderAroundSuspendAndResume(t *testing.T) {
 	e.start(mc.ID)
 
 	// The app is frozen from before the checkpoint until its clock is
-	// checked and its generation file written (at once, in either order).
-	want := []string{"exec /pre", "signal-all SIGSTOP", "checkpoint", "restore", "exec /bin/sh", "exec date",
+	// checked; its generation file is written on the host (no exec).
+	want := []string{"exec /pre", "signal-all SIGSTOP", "checkpoint", "restore", "exec date",
 		"signal-all SIGCONT", "exec /post", "signal SIGUSR2"}
 	var got []string
 	for _, c := range e.rt.Calls() {
 		if c == "checkpoint" || c == "restore" || strings.HasPrefix(c, "signal") || strings.HasPrefix(c, "exec") {
 			got = append(got, strings.Join(strings.Fields(c)[:min(2, len(strings.Fields(c)))], " "))
 		}
-	}
-	if len(got) > 5 {
-		slices.Sort(got[4:6])
 	}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("calls = %q, want %q", got, want)
@@ -162,7 +182,7 @@ func TestHooksRunInOrderAroundSuspendAndResume(t *testing.T) {
 		t.Fatalf("resume event = %+v", res)
 	}
 	// The daemon's own processes run in the C locale and UTC (probeEnv).
-	for _, name := range []string{"date", "/bin/sh"} {
+	for _, name := range []string{"date"} {
 		if got := e.rt.ExecEnv(name); !slices.Equal(got, probeEnv) {
 			t.Errorf("%s ran with env %q, want %q", name, got, probeEnv)
 		}
@@ -177,7 +197,7 @@ func TestGenerationFileAndResumeCount(t *testing.T) {
 	x := &machineExec{}
 	e := hookEnv(t, x)
 	mc := e.create()
-	if g := x.lastGeneration(); g != "TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=0\nTORPOR_SUSPENDED_AT=\nTORPOR_RESUMED_AT=\n" {
+	if g := e.generation(mc.ID); g != "TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=0\nTORPOR_SUSPENDED_AT=\nTORPOR_RESUMED_AT=\n" {
 		t.Fatalf("generation file at boot = %q", g)
 	}
 	if spec, _ := e.rt.Spec(sandboxID(mc.ID)); !contains(spec.Env, "TORPOR_BOOT_GENERATION=1") {
@@ -186,7 +206,7 @@ func TestGenerationFileAndResumeCount(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 		e.start(mc.ID)
-		g := x.lastGeneration()
+		g := e.generation(mc.ID)
 		if !strings.Contains(g, fmt.Sprintf("TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=%d\n", i)) ||
 			strings.Contains(g, "SUSPENDED_AT=\n") || strings.Contains(g, "RESUMED_AT=\n") {
 			t.Fatalf("generation file after resume %d = %q", i, g)
@@ -194,14 +214,49 @@ func TestGenerationFileAndResumeCount(t *testing.T) {
 	}
 	e.must(e.m.Stop(context.Background(), "app", mc.ID, model.StopRequest{}))
 	e.start(mc.ID) // cold start: generation 2, no resume yet
-	if g := x.lastGeneration(); !strings.HasPrefix(g, "TORPOR_BOOT_GENERATION=2\nTORPOR_RESUME_COUNT=0\n") {
+	if g := e.generation(mc.ID); !strings.HasPrefix(g, "TORPOR_BOOT_GENERATION=2\nTORPOR_RESUME_COUNT=0\n") {
 		t.Fatalf("generation file after cold start = %q", g)
 	}
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 	e.restart() // the count survives a daemon restart
 	e.start(mc.ID)
-	if g := x.lastGeneration(); !strings.HasPrefix(g, "TORPOR_BOOT_GENERATION=2\nTORPOR_RESUME_COUNT=1\n") {
+	if g := e.generation(mc.ID); !strings.HasPrefix(g, "TORPOR_BOOT_GENERATION=2\nTORPOR_RESUME_COUNT=1\n") {
 		t.Fatalf("generation file after resume in generation 2 = %q", g)
+	}
+	if len(x.generations) != 0 {
+		t.Fatalf("the generation file was written from inside the machine: %q", x.generations)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "machines", mc.ID, "run-*")); len(dirs) != 1 {
+		t.Fatalf("run directories %q after a cold start into generation 2, want run-2 alone", dirs)
+	}
+}
+
+// A machine booted by a daemon before host run directories (adopted
+// running, then suspended) has its /run/torpor in its memory: its resume
+// mounts nothing there and writes the file from inside, frozen, as before;
+// its next cold start gets a host run directory.
+func TestGenerationFileOfAMachineBootedWithoutRunDir(t *testing.T) {
+	x := &machineExec{}
+	e := hookEnv(t, x)
+	mc := e.create()
+	if err := os.RemoveAll(e.m.guestRunDir(e.get(mc.ID))); err != nil {
+		t.Fatal(err)
+	}
+	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
+	e.start(mc.ID)
+	if g := e.generation(mc.ID); g != "" {
+		t.Fatalf("a restore mounted a run directory the sandbox was not booted with (file %q)", g)
+	}
+	if g := x.lastGeneration(); !strings.HasPrefix(g, "TORPOR_BOOT_GENERATION=1\nTORPOR_RESUME_COUNT=1\n") {
+		t.Fatalf("generation file written inside after the resume = %q", g)
+	}
+	if got := e.rt.ExecEnv("/bin/sh"); !slices.Equal(got, probeEnv) {
+		t.Errorf("the generation script ran with env %q, want %q", got, probeEnv)
+	}
+	e.must(e.m.Stop(context.Background(), "app", mc.ID, model.StopRequest{}))
+	e.start(mc.ID)
+	if g := e.generation(mc.ID); !strings.HasPrefix(g, "TORPOR_BOOT_GENERATION=2\nTORPOR_RESUME_COUNT=0\n") {
+		t.Fatalf("generation file after the cold start = %q", g)
 	}
 }
 

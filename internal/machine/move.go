@@ -199,6 +199,11 @@ func (m *Manager) Adopt(ctx context.Context, in Import) (model.Machine, model.Mo
 	}
 	if mc.State == model.StateSuspended {
 		snap, move.SnapshotReason = m.adoptImage(mc, in)
+		if err := m.adoptGuestRunDir(mc, snap); err != nil {
+			snapshot.Remove(snap.Dir)
+			os.RemoveAll(m.machineDir(mc.ID))
+			return mc, move, err
+		}
 		move.Snapshot = "left behind"
 		if move.SnapshotReason == "" {
 			move.Snapshot, move.SizeBytes = "carried", snap.SizeBytes

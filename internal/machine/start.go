@@ -70,6 +70,9 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, fallback erro
 		return m.failStart(mc, "discard old snapshots", err)
 	}
 	m.fault("start/after-discard", mc.ID)
+	if err := m.makeGuestRunDir(mc); err != nil {
+		return m.failStart(mc, "write the generation file", err)
+	}
 	spec, err := m.prepare(ctx, mc, nil)
 	if err != nil {
 		return m.failStart(mc, "prepare sandbox", err)
@@ -80,7 +83,7 @@ func (m *Manager) coldStart(ctx context.Context, mc model.Machine, fallback erro
 	}
 	m.supervise(mc.ID)
 	m.fault("start/after-boot", mc.ID)
-	details := &model.StartDetails{BootGeneration: mc.BootGeneration, AppNotice: m.bootGeneration(ctx, mc)}
+	details := &model.StartDetails{BootGeneration: mc.BootGeneration}
 	details.DurationMS = time.Since(begin).Milliseconds()
 	typ := model.EventStart
 	if fallback != nil {
@@ -170,6 +173,7 @@ func (m *Manager) prepare(ctx context.Context, mc model.Machine, warm *warmEntry
 	if spec.Mounts, err = m.etcFiles(mc); err != nil {
 		return spec, err
 	}
+	spec.Mounts = append(spec.Mounts, m.guestRunMount(mc)...)
 	vols, err := m.volumeMounts(ctx, mc)
 	if err != nil {
 		return spec, err

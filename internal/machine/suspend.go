@@ -47,6 +47,7 @@ func (m *Manager) suspend(ctx context.Context, mc model.Machine) error {
 		// again; its digest stays out of garbage collection with the record.
 		Image:       m.bootedImage(mc),
 		ImageDigest: mc.ImageRef.Digest,
+		HostRunDir:  m.hasGuestRunDir(mc),
 	}
 	snap.Dir = filepath.Join(m.snapshotsDir(mc.ID), snap.ID)
 	_, err := m.enter(mc.ID, model.StateSuspending, putSnapshot(snap))

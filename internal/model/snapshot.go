@@ -36,4 +36,8 @@ type Snapshot struct {
 	// the machine is suspended: its image was left behind when the machine
 	// moved to this host (the next start is a cold start that gives it).
 	Reason string `json:"reason,omitempty"`
+	// HostRunDir: the sandbox the snapshot was taken from had its
+	// /run/torpor mounted from the host (package machine, rundir.go), so
+	// its restore must mount it again.
+	HostRunDir bool `json:"host_run_dir,omitempty"`
 }
