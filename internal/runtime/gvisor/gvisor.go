@@ -101,6 +101,8 @@ type Runtime struct {
 	// precreated holds the sandboxes Precreate made and no Restore, Kill
 	// or DiscardPrecreated has used or deleted since (precreate.go).
 	precreated map[string]precreatedSandbox
+	// waits holds the Waits in progress, by sandbox (waitconnect.go).
+	waits map[string][]*waitReg
 }
 
 // markGone records that id has no sandbox now.

@@ -419,20 +419,6 @@ func waitWaiting(t *testing.T, id string) {
 	})
 }
 
-// holdsSocket reports whether process pid has a socket open. runsc wait
-// opens none but the one to the sandbox's control socket (its logs are
-// files).
-func holdsSocket(pid int) bool {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	fds, _ := os.ReadDir(dir)
-	for _, fd := range fds {
-		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && strings.HasPrefix(target, "socket:") {
-			return true
-		}
-	}
-	return false
-}
-
 // waitProcs returns the live `runsc ... wait id` processes.
 func waitProcs(id string) []int {
 	entries, _ := os.ReadDir("/proc")
@@ -448,4 +434,46 @@ func waitProcs(id string) []int {
 		}
 	}
 	return out
+}
+
+// TestSignalRightAfterBootKeepsTheExitStatus sends SIGKILL the moment a
+// Wait has begun, as the daemon's supervisor does right after a start and a
+// client's signal may follow at once: Signal waits until the Wait's runsc
+// wait is connected, so the Wait reports how the sandbox ended instead of
+// -1 (CI: Fly's signal API right after a restart reported exit_code -1).
+func TestSignalRightAfterBootKeepsTheExitStatus(t *testing.T) {
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := range 3 {
+		con := newConsole(t)
+		spec := newSpec(t, rt, "sigfast", con.path, "import time\nwhile True: time.sleep(1)")
+		if err := rt.Boot(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan runtime.ExitStatus, 1)
+		go func() {
+			es, err := rt.Wait(ctx, spec.ID)
+			if err != nil {
+				t.Errorf("Wait: %v", err)
+			}
+			waited <- es
+		}()
+		waitFor(t, 10*time.Second, "Wait to begin", func() bool {
+			rt.mu.Lock()
+			defer rt.mu.Unlock()
+			return len(rt.waits[spec.ID]) > 0
+		})
+		if err := rt.Signal(ctx, spec.ID, "SIGKILL"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case es := <-waited:
+			if es.Code != 137 || es.Signal != "SIGKILL" {
+				t.Fatalf("run %d: Wait after an immediate SIGKILL = %+v, want 137/SIGKILL", i, es)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Wait did not return after SIGKILL")
+		}
+	}
 }

@@ -267,6 +267,7 @@ func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 	if signal == "" {
 		return errors.New("gvisor: empty signal")
 	}
+	r.awaitWaits(ctx, id, waitConnectMax)
 	return r.kill(ctx, id, id, signal)
 }
 

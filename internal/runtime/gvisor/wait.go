@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -128,6 +129,8 @@ type waitResult struct {
 // kernel kills it when the daemon dies (PR_SET_PDEATHSIG), so restarts do not
 // pile up one orphaned wait per running machine (issue 17, F10).
 func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
+	reg := r.registerWait(id)
+	defer r.unregisterWait(id, reg)
 	st, err := r.state(ctx, id)
 	if err != nil {
 		return runtime.ExitStatus{}, err
@@ -142,7 +145,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 	wctx, stop := context.WithCancel(ctx)
 	defer context.AfterFunc(r.closing, stop)()
 	defer stop()
-	out, waitErr := r.runWait(wctx, id)
+	out, waitErr := r.runWait(wctx, id, reg)
 	switch {
 	case ctx.Err() != nil:
 		return runtime.ExitStatus{}, ctx.Err()
@@ -171,10 +174,20 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 // Only the OS thread that forks it dying would also send the signal; Go ends
 // a thread only when a goroutine locked to it returns, and such a goroutine
 // never forks runsc.
-func (r *Runtime) runWait(ctx context.Context, id string) ([]byte, error) {
+func (r *Runtime) runWait(ctx context.Context, id string, reg *waitReg) ([]byte, error) {
 	cmd := r.command(ctx, nil, "wait", id)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return output(ctx, cmd, "wait", []string{id})
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Start()
+	if err == nil {
+		reg.started(cmd.Process.Pid)
+		err = cmd.Wait()
+	}
+	if err != nil {
+		return out.Bytes(), &Error{Subcommand: "wait", Args: []string{id}, Err: ctxErr(ctx, unavailable(err)), Detail: strings.TrimSpace(errb.String())}
+	}
+	return out.Bytes(), nil
 }
 
 // waitFailed decides what a failed "runsc wait" means: the sandbox stopped
