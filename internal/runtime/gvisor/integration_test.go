@@ -206,14 +206,7 @@ func TestNetworkNone(t *testing.T) {
 	}
 
 	// Signal reaches the init process; Wait reports how it died.
-	waited := make(chan runtime.ExitStatus, 1)
-	go func() {
-		es, err := rt.Wait(ctx, spec.ID)
-		if err != nil {
-			t.Errorf("Wait: %v", err)
-		}
-		waited <- es
-	}()
+	waited := waitInBackground(ctx, t, rt, spec.ID)
 	waitWaiting(t, spec.ID)
 	if err := rt.Signal(ctx, spec.ID, "SIGTERM"); err != nil {
 		t.Fatal(err)
@@ -451,14 +444,7 @@ func TestSignalRightAfterBootKeepsTheExitStatus(t *testing.T) {
 		if err := rt.Boot(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
-		waited := make(chan runtime.ExitStatus, 1)
-		go func() {
-			es, err := rt.Wait(ctx, spec.ID)
-			if err != nil {
-				t.Errorf("Wait: %v", err)
-			}
-			waited <- es
-		}()
+		waited := waitInBackground(ctx, t, rt, spec.ID)
 		waitFor(t, 10*time.Second, "Wait to begin", func() bool {
 			rt.mu.Lock()
 			defer rt.mu.Unlock()
@@ -476,4 +462,17 @@ func TestSignalRightAfterBootKeepsTheExitStatus(t *testing.T) {
 			t.Fatal("Wait did not return after SIGKILL")
 		}
 	}
+}
+
+// waitInBackground runs Wait on sandbox id and delivers its status.
+func waitInBackground(ctx context.Context, t *testing.T, rt *Runtime, id string) <-chan runtime.ExitStatus {
+	waited := make(chan runtime.ExitStatus, 1)
+	go func() {
+		es, err := rt.Wait(ctx, id)
+		if err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+		waited <- es
+	}()
+	return waited
 }
