@@ -229,7 +229,7 @@ func (m *Manager) afterRestore(ctx context.Context, mc model.Machine, snap model
 		written <- writeGenerationFile(m.guestRunDir(mc), g)
 	} else {
 		go func() {
-			written <- m.writeGeneration(ctx, mc, g, frozenGenerationScript)
+			written <- m.writeGeneration(ctx, mc, g)
 		}()
 	}
 	clock, reads := m.settleClock(ctx, mc)
@@ -337,10 +337,10 @@ func timestamp(t time.Time) string {
 // without a host run directory (rundir.go). Such a machine's /run/torpor is
 // in its root filesystem, which lives in its memory, so the file is part of
 // every snapshot: it must be rewritten after each restore.
-func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation, script string) error {
+func (m *Manager) writeGeneration(ctx context.Context, mc model.Machine, g generation) error {
 	gctx, cancel := stepCtx(ctx, generationTimeout)
 	defer cancel()
-	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", script, "sh", g.content()}, probeEnv...)
+	out, err := m.rt.Exec(gctx, sandboxID(mc.ID), []string{"/bin/sh", "-c", frozenGenerationScript, "sh", g.content()}, probeEnv...)
 	if err != nil {
 		return fmt.Errorf("writing %s: %v; output: %s", generationFile, err, outputTail(out))
 	}

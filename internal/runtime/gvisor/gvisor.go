@@ -259,9 +259,22 @@ func (r *Runtime) run(ctx context.Context, sub string, args ...string) (stdout [
 
 // output runs cmd (runsc sub args...) and returns its stdout; errors carry stderr.
 func output(ctx context.Context, cmd *exec.Cmd, sub string, args []string) ([]byte, error) {
+	return outputStarted(ctx, cmd, sub, args, nil)
+}
+
+// outputStarted is output that also tells started, if not nil, the pid of
+// runsc once it runs.
+func outputStarted(ctx context.Context, cmd *exec.Cmd, sub string, args []string, started func(pid int)) ([]byte, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
+	err := cmd.Start()
+	if err == nil {
+		if started != nil {
+			started(cmd.Process.Pid)
+		}
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return out.Bytes(), &Error{Subcommand: sub, Args: args, Err: ctxErr(ctx, unavailable(err)), Detail: strings.TrimSpace(errb.String())}
 	}
 	return out.Bytes(), nil

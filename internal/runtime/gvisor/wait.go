@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -177,17 +176,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 func (r *Runtime) runWait(ctx context.Context, id string, reg *waitReg) ([]byte, error) {
 	cmd := r.command(ctx, nil, "wait", id)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Start()
-	if err == nil {
-		reg.started(cmd.Process.Pid)
-		err = cmd.Wait()
-	}
-	if err != nil {
-		return out.Bytes(), &Error{Subcommand: "wait", Args: []string{id}, Err: ctxErr(ctx, unavailable(err)), Detail: strings.TrimSpace(errb.String())}
-	}
-	return out.Bytes(), nil
+	return outputStarted(ctx, cmd, "wait", []string{id}, reg.started)
 }
 
 // waitFailed decides what a failed "runsc wait" means: the sandbox stopped
