@@ -1,10 +1,12 @@
 package fence
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,7 +18,22 @@ func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
 		t.Skip(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
+	// Start returns once the exec is past its point of no return, but the
+	// kernel sets the new command line up a little later: until then
+	// /proc/PID/cmdline reads empty, and StopPrevious rightly leaves the
+	// process alone (a CI run failed so). Wait for the command line.
+	want := strings.Join(append([]string{name}, args...), "\x00")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		if strings.TrimRight(string(b), "\x00") == want {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d: command line %q, want %q", cmd.Process.Pid, b, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func writePID(t *testing.T, dir string, pid int) {
@@ -34,7 +51,6 @@ func TestStopPrevious(t *testing.T) {
 	// A pid reused by another process, or a watchdog of another data
 	// directory, is left alone.
 	other := startProc(t, "sleep", "30")
-	time.Sleep(100 * time.Millisecond) // started: bash below has run its command line
 	writePID(t, dir, other.Process.Pid)
 	if pid, err := StopPrevious(dir); pid != 0 || err != nil {
 		t.Fatalf("stopped a process that is not a watchdog: %d %v", pid, err)
