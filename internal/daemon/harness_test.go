@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/torpor-dev/torpor/internal/client"
 	"github.com/torpor-dev/torpor/internal/demo"
 	"github.com/torpor-dev/torpor/internal/fence"
@@ -285,6 +286,7 @@ func (d *daemon) cleanup() {
 	root := filepath.Join(d.dataDir, "runsc")
 	fence.StopPrevious(d.dataDir) // a crashed cluster daemon's fencing watchdog
 	d.killSandboxes()
+	d.removeNetwork()
 	// The daemon pins the gofers' empty network namespace here and unmounts
 	// it when it stops; a crashed daemon leaves it (possibly stacked).
 	for syscall.Unmount(filepath.Join(root, "null-netns"), syscall.MNT_DETACH) == nil {
@@ -298,6 +300,53 @@ func (d *daemon) cleanup() {
 	// The volumes directory is a shared bind mount while volumes are
 	// mounted (volume/sharedmount.go).
 	for syscall.Unmount(filepath.Join(d.dataDir, "volumes"), syscall.MNT_DETACH) == nil {
+	}
+}
+
+// removeNetwork deletes from the host what the daemon's network state file
+// still allocates: the machines' namespaces and veths and the apps' bridges.
+// A daemon that destroyed everything leaves nothing there; one the test
+// crashed or stopped with machines left them, and without this they outlive
+// the test (a reused CI host once held 141 such bridges, and a cluster test
+// found no free /24 in its range).
+func (d *daemon) removeNetwork() {
+	data, err := os.ReadFile(filepath.Join(d.dataDir, "network", "network.json"))
+	if err != nil {
+		return
+	}
+	var st struct {
+		Apps map[string]struct {
+			Subnet netip.Prefix `json:"subnet"`
+		} `json:"apps"`
+		Machines map[string]struct {
+			Instance string `json:"instance"`
+		} `json:"machines"`
+	}
+	if json.Unmarshal(data, &st) != nil {
+		return
+	}
+	for id, m := range st.Machines {
+		key, ns := id, "torpor-"+id
+		if m.Instance != "" {
+			key, ns = m.Instance+"/"+id, "torpor-"+m.Instance+"-"+id
+		}
+		exec.Command("ip", "link", "del", vethOf(key)).Run()
+		syscall.Unmount(filepath.Join("/run/netns", ns), syscall.MNT_DETACH)
+		os.Remove(filepath.Join("/run/netns", ns))
+	}
+	for _, a := range st.Apps {
+		b := a.Subnet.Addr().As4()
+		bridge := fmt.Sprintf("tpb-%02x%02x%02x", b[0], b[1], b[2])
+		exec.Command("ip", "link", "del", bridge).Run()
+		for range 4 { // its isolation rule (one, unless a leftover doubled it)
+			if exec.Command("ip", "rule", "del", "iif", bridge).Run() != nil {
+				break
+			}
+		}
+		if c, err := nftables.New(); err == nil { // its firewall table
+			c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "torpor-" + bridge})
+			c.Flush()
+		}
 	}
 }
 
