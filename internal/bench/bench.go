@@ -81,6 +81,9 @@ type Config struct {
 	// SyncSnapshots runs the in-process daemon with --sync-snapshots: each
 	// snapshot is flushed to disk before the suspend returns.
 	SyncSnapshots bool
+	// ClockGate runs the in-process daemon with --clock-gate: each resume
+	// reads the machine's clock before the app continues.
+	ClockGate bool
 	// MemoryProbeMiB is the most memory the fresh-memory probe touches
 	// before the scenarios (see MemoryProbe); 0 skips it.
 	MemoryProbeMiB int

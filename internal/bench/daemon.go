@@ -51,7 +51,7 @@ func startDaemon(ctx context.Context, cfg Config, reg *benchRegistry) (*localDae
 	d.cancel = cancel
 	dcfg := daemon.Config{
 		DataDir: d.dataDir, Socket: d.socket, RunDir: filepath.Join(dir, "run"),
-		RunscPath: cfg.RunscPath, NetworkRange: cfg.NetworkRange, SuspendMemoryLimitMB: 2048, NoProxy: !cfg.ProxyWake, SyncSnapshots: cfg.SyncSnapshots,
+		RunscPath: cfg.RunscPath, NetworkRange: cfg.NetworkRange, SuspendMemoryLimitMB: 2048, NoProxy: !cfg.ProxyWake, SyncSnapshots: cfg.SyncSnapshots, ClockGate: cfg.ClockGate,
 		Logger: slog.New(slog.NewTextHandler(logf, nil)),
 	}
 	if reg != nil {

@@ -73,6 +73,7 @@ type Config struct {
 	WarmSandboxesMemoryMB int
 	WarmSandboxCostMB     int
 	SyncSnapshots         bool // flush snapshots before reporting suspended (machine.Config)
+	ClockGate             bool // check a resumed machine's clock before continuing it (machine.Config)
 	BackgroundRestore     bool // load a resumed machine's pages in the background (gvisor.Config)
 	// NoPagesReuse makes each suspend write its memory into a new file
 	// rather than over the one the machine was resumed from

@@ -188,7 +188,9 @@ func TestPreSuspendHookFailureKeepsMachineStarted(t *testing.T) {
 }
 
 func TestHooksGenerationFileAndResumeSignal(t *testing.T) {
-	d := newDaemon(t)
+	// With the clock gate (--clock-gate): the resume event says how the
+	// daemon's reading went. TestClockRightAfterResume runs without it.
+	d := newDaemon(t, "--clock-gate")
 	hooks := &model.Hooks{
 		PreSuspend:   shHook("echo pre >> /run/marker", 5*time.Second),
 		PostResume:   shHook(`echo "post $(grep COUNT /run/torpor/generation)" >> /run/marker`, 5*time.Second),

@@ -344,6 +344,7 @@ func (s *System) openMachines(context.Context) error {
 		RestartBackoffMax:     s.cfg.RestartBackoffMax,
 		RestartStableAfter:    s.cfg.RestartStableAfter,
 		SyncSnapshots:         s.cfg.SyncSnapshots,
+		ClockGate:             s.cfg.ClockGate,
 		WarmSandboxesMemoryMB: s.cfg.WarmSandboxesMemoryMB,
 		WarmSandboxCostMB:     s.cfg.WarmSandboxCostMB,
 		Network:               s.Network,

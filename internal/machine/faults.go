@@ -41,7 +41,7 @@ var FaultPoints = []FaultPoint{
 	{"resume/after-claim", "resume", "image directory renamed to .claimed; seal not yet verified"},
 	{"resume/after-restore", "resume", "runtime restore returned: sandbox running, app frozen; image files maybe not yet verified"},
 	{"resume/after-verify", "resume", "image files' checksums verified; sandbox running, app frozen; image being deleted"},
-	{"resume/after-clock", "resume", "generation file written, clock checked; app still frozen"},
+	{"resume/after-clock", "resume", "generation file written (and the clock checked, with Config.ClockGate); app still frozen"},
 	{"resume/after-thaw", "resume", "app got SIGCONT"},
 	{"resume/after-commit-started", "resume", "state started committed"},
 

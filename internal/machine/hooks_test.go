@@ -148,48 +148,63 @@ func TestHookConfigValidation(t *testing.T) {
 }
 
 func TestHooksRunInOrderAroundSuspendAndResume(t *testing.T) {
-	x := &machineExec{hooks: map[string]func(context.Context) ([]byte, error){
-		"/pre": ok("flushed"), "/post": ok("reconnected"),
-	}}
-	e := hookEnv(t, x)
-	mc := e.createWith(&model.Hooks{PreSuspend: hook("/pre", time.Second), PostResume: hook("/post", time.Second), ResumeSignal: "SIGUSR2"})
-	e.rt.ResetCalls()
+	for _, gate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clock gate %v", gate), func(t *testing.T) {
+			x := &machineExec{hooks: map[string]func(context.Context) ([]byte, error){
+				"/pre": ok("flushed"), "/post": ok("reconnected"),
+			}}
+			e := hookEnv(t, x)
+			if gate {
+				e.cfg.ClockGate = true
+				e.restart()
+			}
+			mc := e.createWith(&model.Hooks{PreSuspend: hook("/pre", time.Second), PostResume: hook("/post", time.Second), ResumeSignal: "SIGUSR2"})
+			e.rt.ResetCalls()
 
-	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
-	e.start(mc.ID)
+			e.must(e.m.Suspend(context.Background(), "app", mc.ID))
+			e.start(mc.ID)
 
-	// The app is frozen from before the checkpoint until its clock is
-	// checked; its generation file is written on the host (no exec).
-	want := []string{"exec /pre", "signal-all SIGSTOP", "checkpoint", "restore", "exec date",
-		"signal-all SIGCONT", "exec /post", "signal SIGUSR2"}
-	var got []string
-	for _, c := range e.rt.Calls() {
-		if c == "checkpoint" || c == "restore" || strings.HasPrefix(c, "signal") || strings.HasPrefix(c, "exec") {
-			got = append(got, strings.Join(strings.Fields(c)[:min(2, len(strings.Fields(c)))], " "))
-		}
-	}
-	if strings.Join(got, ", ") != strings.Join(want, ", ") {
-		t.Fatalf("calls = %q, want %q", got, want)
-	}
-	sus := e.lastEvent(mc.ID, "suspend")
-	if detail(sus, "pre_suspend.status") != "ok" || detail(sus, "pre_suspend.duration_ms") == nil {
-		t.Fatalf("suspend event = %+v", sus)
-	}
-	res := e.lastEvent(mc.ID, "resume")
-	if detail(res, "post_resume.status") != "ok" || detail(res, "post_resume.output") != "reconnected" ||
-		detail(res, "resume_count") != 1.0 || detail(res, "resume_signal") != "SIGUSR2" || detail(res, "clock_ok") != true ||
-		detail(res, "clock_reads") != 1.0 {
-		t.Fatalf("resume event = %+v", res)
-	}
-	// The daemon's own processes run in the C locale and UTC (probeEnv).
-	for _, name := range []string{"date"} {
-		if got := e.rt.ExecEnv(name); !slices.Equal(got, probeEnv) {
-			t.Errorf("%s ran with env %q, want %q", name, got, probeEnv)
-		}
-	}
-	e.wantState(mc.ID, model.StateStarted)
-	if e.rt.Counter(sandboxID(mc.ID)) < 0 {
-		t.Fatal("the resume signal ended the app")
+			// The app is frozen from before the checkpoint until its
+			// generation file is written (on the host: no exec) and, with
+			// the gate, its clock is checked.
+			want := []string{"exec /pre", "signal-all SIGSTOP", "checkpoint", "restore", "signal-all SIGCONT", "exec /post", "signal SIGUSR2"}
+			if gate {
+				want = slices.Insert(want, 4, "exec date")
+			}
+			var got []string
+			for _, c := range e.rt.Calls() {
+				if c == "checkpoint" || c == "restore" || strings.HasPrefix(c, "signal") || strings.HasPrefix(c, "exec") {
+					got = append(got, strings.Join(strings.Fields(c)[:min(2, len(strings.Fields(c)))], " "))
+				}
+			}
+			if strings.Join(got, ", ") != strings.Join(want, ", ") {
+				t.Fatalf("calls = %q, want %q", got, want)
+			}
+			sus := e.lastEvent(mc.ID, "suspend")
+			if detail(sus, "pre_suspend.status") != "ok" || detail(sus, "pre_suspend.duration_ms") == nil {
+				t.Fatalf("suspend event = %+v", sus)
+			}
+			res := e.lastEvent(mc.ID, "resume")
+			if detail(res, "post_resume.status") != "ok" || detail(res, "post_resume.output") != "reconnected" ||
+				detail(res, "resume_count") != 1.0 || detail(res, "resume_signal") != "SIGUSR2" {
+				t.Fatalf("resume event = %+v", res)
+			}
+			if gate {
+				if detail(res, "clock_ok") != true || detail(res, "clock_reads") != 1.0 {
+					t.Fatalf("resume event with the clock gate = %+v", res)
+				}
+				// The daemon's own processes run in the C locale and UTC (probeEnv).
+				if got := e.rt.ExecEnv("date"); !slices.Equal(got, probeEnv) {
+					t.Errorf("date ran with env %q, want %q", got, probeEnv)
+				}
+			} else if detail(res, "clock_ok") != nil || detail(res, "clock_reads") != nil || detail(res, "clock_skew_ms") != nil {
+				t.Fatalf("resume event without the clock gate says something of a clock reading: %+v", res)
+			}
+			e.wantState(mc.ID, model.StateStarted)
+			if e.rt.Counter(sandboxID(mc.ID)) < 0 {
+				t.Fatal("the resume signal ended the app")
+			}
+		})
 	}
 }
 
@@ -359,6 +374,8 @@ func TestCheckpointFailureAfterPreSuspendRunsPostResume(t *testing.T) {
 func TestClockCheckFlagsSkew(t *testing.T) {
 	x := &machineExec{skew: 2 * time.Second}
 	e := hookEnv(t, x)
+	e.cfg.ClockGate = true
+	e.restart()
 	mc := e.create()
 	e.must(e.m.Suspend(context.Background(), "app", mc.ID))
 	e.start(mc.ID)

@@ -92,6 +92,14 @@ type Config struct {
 	// within that moment may then cost the snapshot, which the next start
 	// detects (checksums) and answers with a cold start.
 	SyncSnapshots bool
+	// ClockGate makes every resume read the machine's wall clock in a new
+	// process while the app is still frozen, and continue the app only once
+	// the reading is right (or after about a second of retries). Off, the
+	// app continues as soon as its generation file is written: the clock
+	// is right from a restored app's first instruction on the pinned
+	// gVisor (docs/app-authors.md#the-clock), and the reading cost 20–30 ms
+	// of every resume.
+	ClockGate bool
 	// Claimer, when set, is the cluster this host is part of: the Manager
 	// then only changes machines it owns, registers new ones with it and
 	// takes a snapshot's cluster-wide claim before restoring it.
