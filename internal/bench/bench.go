@@ -92,6 +92,22 @@ type Config struct {
 	Progress       io.Writer // one line per step
 }
 
+// daemonFlags are the in-process daemon's settings that differ from torpor
+// serve's defaults, as serve flags (none when driving a daemon by API).
+func (c *Config) daemonFlags() []string {
+	if c.API != "" {
+		return nil
+	}
+	var out []string
+	if c.ClockGate {
+		out = append(out, "--clock-gate")
+	}
+	if c.SyncSnapshots {
+		out = append(out, "--sync-snapshots")
+	}
+	return out
+}
+
 // Validate reports the first bad setting, naming its flag.
 func (c *Config) Validate() error {
 	switch {
@@ -136,7 +152,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
-	res = &Result{Started: time.Now().UTC(), Runs: cfg.Runs, PollInterval: cfg.PollInterval.String()}
+	res = &Result{Started: time.Now().UTC(), Runs: cfg.Runs, PollInterval: cfg.PollInterval.String(), DaemonFlags: cfg.daemonFlags()}
 	res.Host = hostInfo(cfg.RunscPath)
 	if cfg.MemoryProbeMiB > 0 {
 		fmt.Fprintf(cfg.Progress, "%s probing fresh memory (up to %d MiB)\n", time.Now().Format("15:04:05"), cfg.MemoryProbeMiB)

@@ -164,6 +164,17 @@ func TestMarkdownReportsPercentilesAndRatio(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
+	if strings.Contains(md, "in-process daemon ran with") {
+		t.Errorf("report names daemon flags the run did not set:\n%s", md)
+	}
+	flagged := sampleResult()
+	flagged.DaemonFlags = (&Config{ClockGate: true, SyncSnapshots: true}).daemonFlags()
+	if want := "The in-process daemon ran with --clock-gate --sync-snapshots."; !strings.Contains(Markdown(flagged), want) {
+		t.Errorf("report lacks %q", want)
+	}
+	if f := (&Config{API: "unix:///x", ClockGate: true}).daemonFlags(); f != nil {
+		t.Errorf("flags of a daemon driven by API = %q, want none (the bench does not run it)", f)
+	}
 	// Known event fields first, unknown ones next, duration_ms last.
 	i, j, k := strings.Index(md, "resume event claim_ms"), strings.Index(md, "resume event zz_new_ms"), strings.Index(md, "resume event duration_ms")
 	if i < 0 || !(i < j && j < k) {

@@ -23,6 +23,9 @@ type Result struct {
 	PollInterval string           `json:"poll_interval"`
 	Scenarios    []ScenarioResult `json:"scenarios"`
 	Images       *ImageResult     `json:"images,omitempty"`
+	// DaemonFlags are the in-process daemon's flags that differ from
+	// torpor serve's defaults (e.g. --clock-gate), for comparing runs.
+	DaemonFlags []string `json:"daemon_flags,omitempty"`
 }
 
 // HostInfo describes where the numbers were measured.

@@ -22,6 +22,9 @@ func Markdown(res *Result) string {
 	if h.Memory != nil {
 		b.WriteString(h.Memory.String() + "\n\n")
 	}
+	if len(res.DaemonFlags) > 0 {
+		fmt.Fprintf(&b, "The in-process daemon ran with %s.\n\n", strings.Join(res.DaemonFlags, " "))
+	}
 	mainTable(&b, res)
 	sameRunTable(&b, res)
 	warmTable(&b, res)
