@@ -127,6 +127,9 @@ func (r *Runtime) DiskBytes() (int64, error) {
 // restored from an older backup that no longer knows the machine). It
 // keeps the file of a sandbox whose state runsc cannot tell. New runs it
 // before the driver restores anything, so that it races with no Restore.
+// It reads runsc's state files, and spawns `runsc state` only for a
+// sandbox whose file does not say plainly that it is gone or running: a
+// daemon restarting on a host of many resumed machines spawns nothing.
 func (r *Runtime) sweepPagesFiles(ctx context.Context) {
 	entries, err := os.ReadDir(r.reuseDir())
 	if err != nil {
@@ -137,7 +140,11 @@ func (r *Runtime) sweepPagesFiles(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		st, err := r.state(ctx, id)
+		if _, err := r.controlState(id); errors.Is(err, runtime.ErrNotFound) {
+			r.dropPagesFile(id) // no state file: runsc knows no such sandbox
+			continue
+		}
+		st, err := r.runningState(ctx, id)
 		if err != nil {
 			continue
 		}

@@ -17,7 +17,7 @@ import (
 // wrote even when the old file was longer; the app goes on from that image;
 // a Kill, or a driver with NoPagesReuse, keeps nothing.
 func TestCheckpointWritesOverTheRestoredPagesFile(t *testing.T) {
-	rt := newTestRuntime(t)
+	rt, spawns := newSpawnCountingRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	con := newConsole(t)
@@ -50,7 +50,11 @@ func TestCheckpointWritesOverTheRestoredPagesFile(t *testing.T) {
 	if err != nil || withGhost < 1<<20+size(t, rt.reusePath(spec.ID))/2 {
 		t.Fatalf("DiskBytes = %d, %v: want the kept file and the 1 MiB ghost", withGhost, err)
 	}
+	spawns.take(t)
 	rt.sweepPagesFiles(ctx)
+	if subs := spawns.take(t); len(subs) != 0 {
+		t.Fatalf("the sweep ran runsc %q; the state files tell a running sandbox and a gone one", subs)
+	}
 	if _, err := os.Stat(ghost); !os.IsNotExist(err) {
 		t.Fatalf("the pages file of a sandbox that is gone survived the sweep: %v", err)
 	}
