@@ -81,6 +81,10 @@ type Config struct {
 	// SyncSnapshots runs the in-process daemon with --sync-snapshots: each
 	// snapshot is flushed to disk before the suspend returns.
 	SyncSnapshots bool
+	// KeepHugePagePolicies runs the in-process daemon with
+	// --host-huge-pages=false: it leaves the host's huge page policies as
+	// they are, rather than setting them so that runsc uses huge pages.
+	KeepHugePagePolicies bool
 	// ClockGate runs the in-process daemon with --clock-gate: each resume
 	// reads the machine's clock before the app continues.
 	ClockGate bool
@@ -104,6 +108,9 @@ func (c *Config) daemonFlags() []string {
 	}
 	if c.SyncSnapshots {
 		out = append(out, "--sync-snapshots")
+	}
+	if c.KeepHugePagePolicies {
+		out = append(out, "--host-huge-pages=false")
 	}
 	return out
 }
@@ -183,6 +190,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		defer func() { err = errors.Join(err, d.stop(cfg.Progress)) }()
 		cfg.API, cfg.DataDir = "unix://"+d.socket, d.dataDir
 	}
+	res.Host.HugePages = hugePageState() // as the daemon left them
 	if reg != nil {
 		if cfg.Image, err = reg.pushRootFS(ctx, cfg, cfg.RootFS); err != nil {
 			return nil, err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +14,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/torpor-dev/torpor/internal/runtime/gvisor"
 )
 
 // Result is a whole benchmark run.
@@ -41,6 +45,24 @@ type HostInfo struct {
 	// Memory is the fresh-memory probe taken before the scenarios
 	// (Config.MemoryProbeMiB; nil when off).
 	Memory *MemoryProbe `json:"memory_probe,omitempty"`
+	// HugePages says the host's huge page policies once the daemon
+	// started, and whether runsc backs machine memory with huge pages
+	// under them (gvisor.HugePagesGranted).
+	HugePages string `json:"huge_pages,omitempty"`
+}
+
+// hugePageState describes the host's huge page policies for the report.
+func hugePageState() string {
+	shmem, err1 := gvisor.ShmemHugePages(gvisor.ShmemEnabledPath)
+	defrag, err2 := gvisor.ShmemHugePages(gvisor.DefragPath)
+	if err := errors.Join(err1, err2); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	verdict := "runsc backs machine memory with huge pages"
+	if !gvisor.HugePagesGranted(shmem, defrag) {
+		verdict = "runsc uses 4 KiB pages for machine memory"
+	}
+	return fmt.Sprintf("shmem_enabled %s, defrag %s: %s", shmem, defrag, verdict)
 }
 
 // hostInfo reads the host's description; what it cannot read is "unknown".

@@ -22,6 +22,9 @@ func Markdown(res *Result) string {
 	if h.Memory != nil {
 		b.WriteString(h.Memory.String() + "\n\n")
 	}
+	if h.HugePages != "" {
+		fmt.Fprintf(&b, "Huge pages: %s.\n\n", h.HugePages)
+	}
 	if len(res.DaemonFlags) > 0 {
 		fmt.Fprintf(&b, "The in-process daemon ran with %s.\n\n", strings.Join(res.DaemonFlags, " "))
 	}

@@ -80,8 +80,10 @@ type Config struct {
 	// (gvisor.Config.NoPagesReuse, runtime/gvisor/reuse.go).
 	NoPagesReuse bool
 	// HostHugePages sets the host's shmem huge page policy from "never" to
-	// "advise" at start, so that runsc backs machine memory with huge pages
-	// (gvisor.EnableShmemHugePages; --host-huge-pages).
+	// "advise" and its defrag policy from "madvise" (or "defer+madvise") to
+	// "defer" at start, so that runsc backs machine memory with huge pages
+	// (gvisor.EnableShmemHugePages, gvisor.EnableHugePageDefrag;
+	// --host-huge-pages).
 	HostHugePages bool
 	NetworkRange  string // private range for machine addresses; "" disables networking
 	Proxy         proxy.Config

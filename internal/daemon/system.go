@@ -104,22 +104,35 @@ func hugePages(cfg Config) {
 	if log == nil {
 		log = slog.Default()
 	}
-	path := gvisor.ShmemEnabledPath
-	policy, err := gvisor.ShmemHugePages(path)
-	if err == nil && cfg.HostHugePages {
-		var before string
-		before, policy, err = gvisor.EnableShmemHugePages(path)
-		if err == nil && before != policy {
-			log.Info("set the host's shmem huge page policy so that machine memory can use huge pages (--host-huge-pages=false leaves it)",
-				"file", path, "was", before, "now", policy)
+	policies := []struct {
+		path   string
+		enable func(string) (string, string, error)
+		now    string
+	}{
+		{path: gvisor.ShmemEnabledPath, enable: gvisor.EnableShmemHugePages},
+		{path: gvisor.DefragPath, enable: gvisor.EnableHugePageDefrag},
+	}
+	for i := range policies {
+		p := &policies[i]
+		var err error
+		if cfg.HostHugePages {
+			var before string
+			before, p.now, err = p.enable(p.path)
+			if err == nil && before != p.now {
+				log.Info("set a host huge page policy so that machine memory can use huge pages (--host-huge-pages=false leaves it)",
+					"file", p.path, "was", before, "now", p.now)
+			}
+		} else {
+			p.now, err = gvisor.ShmemHugePages(p.path)
+		}
+		if err != nil {
+			log.Warn("machine memory may not use huge pages", "err", err)
+			return
 		}
 	}
-	switch {
-	case err != nil:
-		log.Warn("machine memory may not use huge pages", "err", err)
-	case !gvisor.HugePagesGranted(policy):
-		log.Warn("machine memory cannot use huge pages: checkpoints and restores of large machines are slower (docs/benchmarks.md)",
-			"file", path, "policy", policy)
+	if !gvisor.HugePagesGranted(policies[0].now, policies[1].now) {
+		log.Warn("machine memory cannot use huge pages: checkpoints and restores are slower (docs/benchmarks.md)",
+			"shmem_enabled", policies[0].now, "defrag", policies[1].now)
 	}
 }
 
