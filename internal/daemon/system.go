@@ -98,41 +98,36 @@ var runtimes = map[string]func(Config) (runtime.Runtime, func() error, error){
 }
 
 // hugePages applies cfg.HostHugePages and says when machine memory cannot
-// use huge pages (see gvisor/hugepages.go for what they buy).
+// use huge pages (see gvisor/hugepages.go for what they buy). The defrag
+// policy matters to runsc only under shmem "advise", and is left alone
+// otherwise.
 func hugePages(cfg Config) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	policies := []struct {
-		path   string
-		enable func(string) (string, string, error)
-		now    string
-	}{
-		{path: gvisor.ShmemEnabledPath, enable: gvisor.EnableShmemHugePages},
-		{path: gvisor.DefragPath, enable: gvisor.EnableHugePageDefrag},
-	}
-	for i := range policies {
-		p := &policies[i]
-		var err error
-		if cfg.HostHugePages {
-			var before string
-			before, p.now, err = p.enable(p.path)
-			if err == nil && before != p.now {
-				log.Info("set a host huge page policy so that machine memory can use huge pages (--host-huge-pages=false leaves it)",
-					"file", p.path, "was", before, "now", p.now)
-			}
-		} else {
-			p.now, err = gvisor.ShmemHugePages(p.path)
+	policy := func(path string, enable func(string) (string, string, error)) (string, error) {
+		if !cfg.HostHugePages {
+			return gvisor.ShmemHugePages(path)
 		}
-		if err != nil {
-			log.Warn("machine memory may not use huge pages", "err", err)
-			return
+		before, now, err := enable(path)
+		if err == nil && before != now {
+			log.Info("set a host huge page policy so that machine memory can use huge pages (--host-huge-pages=false leaves it)",
+				"file", path, "was", before, "now", now)
 		}
+		return now, err
 	}
-	if !gvisor.HugePagesGranted(policies[0].now, policies[1].now) {
-		log.Warn("machine memory cannot use huge pages: checkpoints and restores are slower (docs/benchmarks.md)",
-			"shmem_enabled", policies[0].now, "defrag", policies[1].now)
+	shmem, err := policy(gvisor.ShmemEnabledPath, gvisor.EnableShmemHugePages)
+	defrag := ""
+	if err == nil && shmem == "advise" {
+		defrag, err = policy(gvisor.DefragPath, gvisor.EnableHugePageDefrag)
+	}
+	switch {
+	case err != nil:
+		log.Warn("machine memory may not use huge pages", "err", err)
+	case !gvisor.HugePagesGranted(shmem, defrag):
+		log.Warn("machine memory cannot use huge pages: checkpoints and restores are slower (docs/suspend-resume.md#huge-pages)",
+			"shmem_enabled", shmem, "defrag", defrag)
 	}
 }
 

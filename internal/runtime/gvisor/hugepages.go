@@ -18,7 +18,8 @@ import (
 //     asked for huge pages may stall in direct compaction where the host's
 //     own anonymous memory would not, so runsc stays with 4 KiB pages.
 //
-// Debian's defaults are shmem "never" and defrag "madvise": every page of a
+// docs/suspend-resume.md#huge-pages says what the daemon sets. Debian's
+// defaults are shmem "never" and defrag "madvise": every page of a
 // checkpoint is then saved from, and every page of a restore loaded into,
 // 4 KiB pages. Measured on a 2-core AMD EPYC VM (2026-12-04), a 64 MiB
 // heap restored into a sandbox created ahead, 3 restores each: runsc's
