@@ -85,6 +85,9 @@ type Config struct {
 	// --host-huge-pages=false: it leaves the host's huge page policies as
 	// they are, rather than setting them so that runsc uses huge pages.
 	KeepHugePagePolicies bool
+	// NoPagesReuse runs the in-process daemon with --no-pages-reuse: each
+	// suspend writes a new pages file.
+	NoPagesReuse bool
 	// ClockGate runs the in-process daemon with --clock-gate: each resume
 	// reads the machine's clock before the app continues.
 	ClockGate bool
@@ -111,6 +114,9 @@ func (c *Config) daemonFlags() []string {
 	}
 	if c.KeepHugePagePolicies {
 		out = append(out, "--host-huge-pages=false")
+	}
+	if c.NoPagesReuse {
+		out = append(out, "--no-pages-reuse")
 	}
 	return out
 }

@@ -168,9 +168,9 @@ func TestMarkdownReportsPercentilesAndRatio(t *testing.T) {
 		t.Errorf("report names daemon flags the run did not set:\n%s", md)
 	}
 	flagged := sampleResult()
-	flagged.DaemonFlags = (&Config{ClockGate: true, SyncSnapshots: true, KeepHugePagePolicies: true}).daemonFlags()
+	flagged.DaemonFlags = (&Config{ClockGate: true, SyncSnapshots: true, KeepHugePagePolicies: true, NoPagesReuse: true}).daemonFlags()
 	flagged.Host.HugePages = "shmem_enabled advise, defrag madvise: runsc uses 4 KiB pages for machine memory"
-	for _, want := range []string{"The in-process daemon ran with --clock-gate --sync-snapshots --host-huge-pages=false.",
+	for _, want := range []string{"The in-process daemon ran with --clock-gate --sync-snapshots --host-huge-pages=false --no-pages-reuse.",
 		"Huge pages: shmem_enabled advise, defrag madvise: runsc uses 4 KiB pages for machine memory."} {
 		if !strings.Contains(Markdown(flagged), want) {
 			t.Errorf("report lacks %q", want)

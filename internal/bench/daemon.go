@@ -52,8 +52,8 @@ func startDaemon(ctx context.Context, cfg Config, reg *benchRegistry) (*localDae
 	dcfg := daemon.Config{
 		DataDir: d.dataDir, Socket: d.socket, RunDir: filepath.Join(dir, "run"),
 		RunscPath: cfg.RunscPath, NetworkRange: cfg.NetworkRange, SuspendMemoryLimitMB: 2048, NoProxy: !cfg.ProxyWake, SyncSnapshots: cfg.SyncSnapshots, ClockGate: cfg.ClockGate,
-		HostHugePages: !cfg.KeepHugePagePolicies,
-		Logger:        slog.New(slog.NewTextHandler(logf, nil)),
+		HostHugePages: !cfg.KeepHugePagePolicies, NoPagesReuse: cfg.NoPagesReuse,
+		Logger: slog.New(slog.NewTextHandler(logf, nil)),
 	}
 	if reg != nil {
 		dcfg.Images.InsecureRegistries = []string{reg.reg.Host}

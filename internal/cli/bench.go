@@ -94,6 +94,7 @@ cold start fresh and cached, against the directory, and resume of both.`,
 	f.BoolVar(&cfg.Warm, "warm", true, "in each run, also resume the machine into a sandbox created ahead (the in-process daemon's warm sandboxes, off for the plain resume): what --warm-sandboxes-memory buys")
 	f.BoolVar(&cfg.ProxyWake, "proxy-wake", true, "in each run, also wake the machine by a request through the daemon's proxy (127.0.0.1; with --socket the daemon must run its proxy)")
 	f.BoolVar(&cfg.KeepHugePagePolicies, "keep-huge-page-policies", false, "run the in-process daemon with --host-huge-pages=false (the host's huge page policies left as they are; the report's header says whether runsc then uses huge pages)")
+	f.BoolVar(&cfg.NoPagesReuse, "no-pages-reuse", false, "run the in-process daemon with --no-pages-reuse (each suspend writes a new pages file)")
 	f.BoolVar(&cfg.ClockGate, "clock-gate", false, "run the in-process daemon with --clock-gate (each resume reads the machine's clock before the app continues)")
 	f.BoolVar(&cfg.SyncSnapshots, "sync-snapshots", false, "run the in-process daemon with --sync-snapshots (each snapshot flushed to disk before the suspend returns)")
 	f.IntVar(&cfg.MemoryProbeMiB, "memory-probe", 4096, "before the scenarios, time the first touch of up to this much fresh memory, MiB (0 skips it): the host's ceiling for writing and loading snapshots")
