@@ -29,4 +29,8 @@
 //     the sandbox in a fresh, empty network namespace and gVisor's netstack has
 //     only loopback. Both modes checkpoint and restore.
 //   - Restores are not --background: see restoreArgs.
+//   - Huge pages: runsc backs sandbox memory with them only under certain
+//     host-wide transparent huge page policies (hugepages.go says which, and
+//     sets them when asked: the daemon does at start, --host-huge-pages);
+//     the driver itself never changes a host setting.
 package gvisor
