@@ -140,10 +140,6 @@ func (r *Runtime) sweepPagesFiles(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		if _, err := r.controlState(id); errors.Is(err, runtime.ErrNotFound) {
-			r.dropPagesFile(id) // no state file: runsc knows no such sandbox
-			continue
-		}
 		st, err := r.runningState(ctx, id)
 		if err != nil {
 			continue

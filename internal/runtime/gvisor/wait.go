@@ -31,12 +31,17 @@ type containerState struct {
 
 // runningState is state for a sandbox that should be running (a
 // checkpoint's): read from runsc's state file when that says running and
-// the sandbox process is alive, which saves spawning runsc (8-12 ms);
-// anything else (another status, a process gone, a file the driver cannot
-// read) asks `runsc state`, which also brings the file up to date.
+// the sandbox process is alive, and nil (no sandbox) when there is no state
+// file, which is what runsc itself goes by; either saves spawning runsc
+// (8-12 ms). Anything else (another status, a process gone, a file the
+// driver cannot read) asks `runsc state`, which also brings the file up to
+// date.
 func (r *Runtime) runningState(ctx context.Context, id string) (*containerState, error) {
-	if cs, err := r.controlState(id); err == nil && cs.Status == "running" && cs.BundleDir != "" &&
-		cs.Sandbox.Pid > 0 && !processExited(cs.Sandbox.Pid) {
+	cs, err := r.controlState(id)
+	switch {
+	case errors.Is(err, runtime.ErrNotFound):
+		return nil, nil
+	case err == nil && cs.Status == "running" && cs.BundleDir != "" && cs.Sandbox.Pid > 0 && !processExited(cs.Sandbox.Pid):
 		return &containerState{ID: id, Status: cs.Status, Pid: cs.Sandbox.Pid, Bundle: cs.BundleDir}, nil
 	}
 	return r.state(ctx, id)
