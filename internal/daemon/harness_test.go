@@ -335,8 +335,7 @@ func (d *daemon) removeNetwork() {
 		os.Remove(filepath.Join("/run/netns", ns))
 	}
 	for _, a := range st.Apps {
-		b := a.Subnet.Addr().As4()
-		bridge := fmt.Sprintf("tpb-%02x%02x%02x", b[0], b[1], b[2])
+		bridge := bridgeOf(a.Subnet.Addr())
 		exec.Command("ip", "link", "del", bridge).Run()
 		for range 4 { // its isolation rule (one, unless a leftover doubled it)
 			if exec.Command("ip", "rule", "del", "iif", bridge).Run() != nil {

@@ -2,8 +2,8 @@ package daemon_test
 
 import (
 	"errors"
-	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -394,8 +394,7 @@ func TestDestroyRemovesEverything(t *testing.T) {
 	if _, err := os.Stat("/run/netns/torpor-" + m.ID); !os.IsNotExist(err) {
 		t.Fatalf("network namespace survives destroy: %v", err)
 	}
-	ip := net.ParseIP(m.PrivateIP).To4()
-	bridge := fmt.Sprintf("tpb-%02x%02x%02x", ip[0], ip[1], ip[2])
+	bridge := bridgeOf(netip.MustParseAddr(m.PrivateIP))
 	if _, err := net.InterfaceByName(bridge); err != nil {
 		t.Fatalf("app bridge %s missing while the app exists: %v", bridge, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,6 +64,13 @@ func bridgePrefixOf(cidr string) string {
 	}
 	a := ip.To4()
 	return fmt.Sprintf("tpb-%02x%02x", a[0], a[1])
+}
+
+// bridgeOf is the name of the bridge serving addr's /24, as package network
+// derives it ("tpb-" and the hex of the first three octets).
+func bridgeOf(addr netip.Addr) string {
+	a := addr.As4()
+	return fmt.Sprintf("tpb-%02x%02x%02x", a[0], a[1], a[2])
 }
 
 // vethOf is the host-side veth name of a machine, as package network derives it.
