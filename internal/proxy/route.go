@@ -39,6 +39,12 @@ func (p *Proxy) acquire(ctx context.Context, a *app, port int) (lease, error) {
 		}
 		select {
 		case <-changed:
+			// A failed wake also changes the app: that must not pass
+			// for a reason to look again (and wake again) when the
+			// select happens to pick this case.
+			if w != nil && closed(w.done) && w.err != nil {
+				return lease{}, w.err
+			}
 		case <-wakeDone:
 			if w.err != nil {
 				return lease{}, w.err
@@ -261,4 +267,14 @@ func (p *Proxy) timeoutError(a *app, port int, w *wake) error {
 		return fmt.Errorf("app %q: no machine serving port %d passed its health checks within %s (%s)", a.name, port, p.cfg.WakeTimeout, unhealthy)
 	}
 	return fmt.Errorf("app %q: no machine became available for port %d within %s", a.name, port, p.cfg.WakeTimeout)
+}
+
+// closed reports whether ch is closed (it is never sent on).
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
