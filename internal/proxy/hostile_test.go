@@ -29,12 +29,6 @@ func (f *fleet) setState(id string, st model.State) {
 	f.ms[id].m.State = st
 }
 
-// inflight waits until the machine has n requests in its /block handler.
-func (fm *fakeMachine) waitInflight(t *testing.T, n int32) {
-	t.Helper()
-	eventually(t, fmt.Sprintf("%d requests in flight", n), func() bool { return fm.inflight.Load() == n })
-}
-
 // TestSuspendWithRequestsInFlightWakesTheMachine: a machine suspended over
 // the API while the proxy has requests in flight to it is resumed by the
 // proxy, so that they are answered (they used to stall until an unrelated
@@ -44,10 +38,7 @@ func TestSuspendWithRequestsInFlightWakesTheMachine(t *testing.T) {
 	port := freePort(t)
 	fm := f.add("web", "m1", model.StateStarted, false, service(port))
 	p, _ := startProxy(t, f, Config{})
-	c := client(t)
-	done := make(chan int, 1)
-	go func() { done <- status(c, at(port, "/block")) }()
-	fm.waitInflight(t, 1)
+	done := blockInFlight(t, fm, port)
 	f.setState("m1", model.StateSuspended) // suspended over the API
 	p.Refresh()
 	eventually(t, "the proxy to resume the machine", func() bool { return f.count(f.starts, "m1") == 1 })
@@ -94,14 +85,46 @@ func TestDeadMachineFailsRequestsInFlight(t *testing.T) {
 	}
 }
 
+// blockInFlight sends a /block request through the proxy on port and
+// returns once the machine holds it, with where its status will come.
+//
+// A request that ends before it reaches the machine is sent again (twice
+// at most) after logging why: in one CI run under load the proxy's fresh
+// connection to a started fake machine was closed unanswered (EOF, 1 ms
+// after the proxy published the service; not reproduced in 300 runs of
+// that test alone and 100 of the package beside 2 others since), which is
+// not what these tests are about.
+func blockInFlight(t *testing.T, fm *fakeMachine, port int) <-chan int {
+	t.Helper()
+	c := client(t)
+	deadline := time.Now().Add(30 * time.Second)
+send:
+	for try := 1; ; try++ {
+		done := make(chan int, 1)
+		go func() { done <- status(c, at(port, "/block")) }()
+		for fm.inflight.Load() != 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("a /block request through the proxy did not reach the machine in 30 s")
+			}
+			select {
+			case code := <-done:
+				if try == 3 {
+					t.Fatalf("a /block request through the proxy ended (status %d) before it reached the machine, %d times", code, try)
+				}
+				t.Logf("a /block request through the proxy ended (status %d) before it reached the machine; sending it again", code)
+				continue send
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		return done
+	}
+}
+
 // inFlightWhile sends a /block request, runs change while it is in flight
 // and returns the status it got; it fails if that takes more than 5 s.
 func inFlightWhile(t *testing.T, fm *fakeMachine, port int, change func()) int {
 	t.Helper()
-	c := client(t)
-	done := make(chan int, 1)
-	go func() { done <- status(c, at(port, "/block")) }()
-	fm.waitInflight(t, 1)
+	done := blockInFlight(t, fm, port)
 	change()
 	select {
 	case code := <-done:
