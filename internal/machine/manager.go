@@ -270,18 +270,24 @@ func (m *Manager) lock(ctx context.Context, id string) (unlock func(), err error
 	m.mu.Unlock()
 	select {
 	case l <- struct{}{}:
-		m.mu.Lock()
-		m.sources[id] = model.SourceOf(ctx)
-		m.mu.Unlock()
-		return func() {
-			m.mu.Lock()
-			delete(m.sources, id)
-			m.mu.Unlock()
-			<-l
-		}, nil
-	case <-ctx.Done():
-		return nil, model.Errorf(model.KindConflict, "machine %s is busy with another operation: %v", id, ctx.Err())
+	default:
+		// Busy: if with a warm sandbox's precreate, that gives way.
+		m.preemptWarm(id)
+		select {
+		case l <- struct{}{}:
+		case <-ctx.Done():
+			return nil, model.Errorf(model.KindConflict, "machine %s is busy with another operation: %v", id, ctx.Err())
+		}
 	}
+	m.mu.Lock()
+	m.sources[id] = model.SourceOf(ctx)
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		delete(m.sources, id)
+		m.mu.Unlock()
+		<-l
+	}, nil
 }
 
 // begin starts an operation on machine id of app: it takes the machine's

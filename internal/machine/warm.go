@@ -35,9 +35,10 @@ import (
 //     a machine out of suspended (a slot frees; the delay keeps the next
 //     create off the CPU while a resume finishes), when the budget changes
 //     and once Recover has run at daemon start. It takes a machine's lock only
-//     when it is free (a busy machine is left for the next round), so a
-//     request waits at most for one precreate in progress (~80-200 ms),
-//     never for the worker's queue;
+//     when it is free (a busy machine is left for the next round), and an
+//     operation that finds the lock held by a precreate cancels it
+//     (preemptWarm; a loaded host stretched one to a minute), so a
+//     request never waits for the worker;
 //   - the bookkeeping (warmPool.entries), which a change of the machine
 //     out of suspended drops (write in commit.go), and which the resume
 //     takes.
@@ -77,6 +78,11 @@ type warmPool struct {
 	stopped  chan struct{}        // closed when the worker returns
 	started  bool
 	closed   bool
+
+	// The precreate in progress, if any: an operation that wants the
+	// machine's lock cancels it rather than wait for it (preemptWarm).
+	busyID     string
+	busyCancel context.CancelFunc
 }
 
 // warmEntry is one precreated sandbox.
@@ -242,6 +248,19 @@ func (m *Manager) tryLock(id string, wait time.Duration) (unlock func(), ok bool
 		m.mu.Unlock()
 		<-l
 	}, true
+}
+
+// preemptWarm cancels the precreate of machine id's sandbox if one is in
+// progress: the operation that calls it (it wants the machine's lock) does
+// not wait behind a runsc create that a loaded host can stretch to many
+// seconds. The cancelled create deletes what it made.
+func (m *Manager) preemptWarm(id string) {
+	w := &m.warm
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.busyID == id && w.busyCancel != nil {
+		w.busyCancel()
+	}
 }
 
 // takeWarm removes and returns machine id's entry, for its resume.
@@ -426,13 +445,30 @@ func (m *Manager) reconcileWarm(ctx context.Context) {
 		}
 		// The operation that kicked the worker (a suspend) may still hold
 		// the lock for a moment; one busy for longer (a resume?) is left
-		// for a later round.
+		// for a later round. The precreate is marked busy before the lock
+		// is taken, so an operation that finds the lock taken by it
+		// always cancels it (preemptWarm) instead of waiting.
+		pctx, cancel := context.WithCancel(ctx)
+		w.mu.Lock()
+		w.busyID, w.busyCancel = c.mc.ID, cancel
+		w.mu.Unlock()
 		unlock, ok := m.tryLock(c.mc.ID, warmLockWait)
-		if !ok {
+		var err error
+		if ok && pctx.Err() == nil {
+			err = m.precreate(pctx, c.mc.ID, c.snap.ID)
+		}
+		preempted := pctx.Err() != nil && ctx.Err() == nil
+		w.mu.Lock()
+		w.busyID, w.busyCancel = "", nil
+		w.mu.Unlock()
+		cancel()
+		switch {
+		case !ok:
 			m.kickWarmLater()
 			continue
-		}
-		if err := m.precreate(ctx, c.mc.ID, c.snap.ID); err != nil {
+		case preempted:
+			m.log.Debug("warm sandboxes: precreate gave way to an operation", "machine", c.mc.ID, "err", err)
+		case err != nil:
 			m.log.Warn("warm sandboxes: precreate", "machine", c.mc.ID, "err", err)
 		}
 		unlock()

@@ -310,3 +310,44 @@ func TestResumeAndStopEndTheSnapshotFlush(t *testing.T) {
 		t.Fatal("stop discarded the snapshot but left its flush running")
 	}
 }
+
+// TestWarmPrecreateGivesWayToAStart: a start that finds the worker
+// precreating its machine's sandbox cancels that precreate instead of
+// waiting for it (a runsc create stretched by a loaded host held a
+// proxied wake for a minute in TestSoak), and resumes the plain way.
+func TestWarmPrecreateGivesWayToAStart(t *testing.T) {
+	e := newWarmEnv(t, 64)
+	held := make(chan string, 1)
+	e.rt.OnPrecreate = func(ctx context.Context, id string) error {
+		held <- id
+		<-ctx.Done() // a create that would not end by itself
+		return ctx.Err()
+	}
+	mc := e.suspendedMachine(4)
+	select {
+	case id := <-held:
+		if id != sandboxID(mc.ID) {
+			t.Fatalf("precreating %s, want %s", id, sandboxID(mc.ID))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not precreate the suspended machine's sandbox")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := e.m.Start(ctx, "app", mc.ID)
+	if err != nil {
+		t.Fatalf("start while a precreate was in progress: %v", err)
+	}
+	if !resp.FromSnapshot {
+		t.Fatal("not resumed from the snapshot")
+	}
+	if got := e.rt.Counter(sandboxID(mc.ID)); got != 4 {
+		t.Fatalf("counter = %d after the resume, want 4", got)
+	}
+	if d := e.lastEvent(mc.ID, model.EventResume).Start(); d == nil || d.WarmSandbox {
+		t.Fatalf("resume event details = %+v, want a resume without the cancelled sandbox", d)
+	}
+	if got := e.rt.PrecreatedIDs(); len(got) != 0 {
+		t.Fatalf("precreated = %v after the cancelled precreate", got)
+	}
+}

@@ -42,9 +42,13 @@ type Runtime struct {
 	// ID before it writes the image (without the runtime's lock held), so
 	// that a test can hold a checkpoint in progress.
 	OnCheckpoint func(id string)
-	calls        []string
-	diskBytes    int64
-	execEnv      map[string][]string // by command name, of its last Exec
+	// OnPrecreate, if set, is called by Precreate with ctx and the
+	// sandbox's ID first (without the runtime's lock held), so that a test
+	// can hold a precreate in progress; an error fails the Precreate.
+	OnPrecreate func(ctx context.Context, id string) error
+	calls       []string
+	diskBytes   int64
+	execEnv     map[string][]string // by command name, of its last Exec
 	// precreated holds the specs of the sandboxes Precreate made and no
 	// Restore, Kill or DiscardPrecreated has used or deleted since.
 	precreated map[string]runtime.Spec
@@ -452,6 +456,11 @@ var _ runtime.Precreator = (*Runtime)(nil)
 
 // Precreate implements runtime.Precreator: it records spec (Fail("precreate", err) makes it fail).
 func (r *Runtime) Precreate(ctx context.Context, spec runtime.Spec) error {
+	if r.OnPrecreate != nil {
+		if err := r.OnPrecreate(ctx, spec.ID); err != nil {
+			return err
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("precreate")

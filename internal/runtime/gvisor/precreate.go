@@ -113,9 +113,18 @@ func (r *Runtime) Precreate(ctx context.Context, spec runtime.Spec) error {
 		return err
 	}
 	args := []string{"--bundle=" + spec.Bundle, spec.ID}
-	cmd := r.command(ctx, append(r.bundleFlags(spec.Bundle), networkFlag(spec.NetNS)), "create", args...)
+	// A cancelled ctx (an operation on the machine preempts its precreate)
+	// does not kill runsc create halfway: the sandbox process it may
+	// already have started, outside any state file, would be left holding
+	// the machine's network namespace. The create runs to its end and is
+	// then deleted.
+	cmd := r.command(context.WithoutCancel(ctx), append(r.bundleFlags(spec.Bundle), networkFlag(spec.NetNS)), "create", args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, console, console
-	if err := cmd.Run(); err != nil {
+	err = cmd.Run()
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		r.cleanup(ctx, spec.ID)
 		r.markGone(spec.ID)
 		return &Error{Subcommand: "create", Args: args, Err: ctxErr(ctx, unavailable(err)), Detail: logTail(filepath.Join(spec.Bundle, logFile))}
