@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/client"
-	"github.com/torpor-dev/torpor/internal/image/imagetest"
+	"github.com/torpor-dev/torpor/internal/freeport"
 	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/model"
@@ -96,7 +96,7 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, 
 	progress(cfg, "%s: creating a machine (guest %d MiB)", s, s.GuestMB)
 	mcfg := machineConfig(cfg, s)
 	if cfg.ProxyWake {
-		port, err := imagetest.FreePort()
+		port, err := freeport.Pick()
 		if err != nil {
 			return sr, err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/torpor-dev/torpor/internal/freeport"
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/model"
 )
@@ -22,12 +22,11 @@ import (
 func startEtcd(t *testing.T) []string {
 	t.Helper()
 	port := func() int {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := freeport.Pick()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
+		return p
 	}
 	type member struct{ client, peer url.URL }
 	var ms []member

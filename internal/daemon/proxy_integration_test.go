@@ -12,39 +12,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/freeport"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
-// freePort returns a loopback TCP port nobody listens on now, and one it
-// has not returned before in this test binary: the kernel can hand out a
-// port just closed again, and two calls in a row once gave one test the
-// same port for the daemon's --listen and a machine's service (CI,
-// TestDescriptorExhaustion: "host port ... is reserved for the daemon's
-// TCP API").
+// freePort returns a loopback TCP port nobody listens on now, outside the
+// ephemeral range and not returned before in this test binary (freeport):
+// two calls in a row once gave one test the same port for the daemon's
+// --listen and a machine's service, and a port from the ephemeral range was
+// taken by another process's connection before a daemon bound it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	givenPortsMu.Lock()
-	defer givenPortsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !givenPorts[port] {
-			givenPorts[port] = true
-			return port
-		}
+	port, err := freeport.Pick()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no loopback port that was not handed out before")
-	return 0
+	return port
 }
-
-var (
-	givenPortsMu sync.Mutex
-	givenPorts   = map[int]bool{}
-)
 
 // serviceConfig is the counter app published by the proxy on port.
 func serviceConfig(port int, handlers []string, autostop model.Autostop, min int) model.MachineConfig {

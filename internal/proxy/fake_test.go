@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torpor-dev/torpor/internal/freeport"
 	"github.com/torpor-dev/torpor/internal/model"
 )
 
@@ -328,31 +329,25 @@ func echo(ln net.Listener, id string) {
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago and that no earlier call returned (the kernel hands a port just closed
-// out again: a fake machine and the proxy port it is published on must not
-// get the same one).
+// ago, outside the ephemeral range, that no earlier call returned (a fake
+// machine and the proxy port it is published on must not get the same
+// one; freeport).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
 	}
+	return addr
 }
 
-var handedOut sync.Map // addresses freeAddr returned
-
 func freePort(t testing.TB) int {
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	var n int
-	fmt.Sscan(port, &n)
-	return n
+	t.Helper()
+	port, err := freeport.Pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 // logBuffer collects the proxy's log; it is printed if the test fails.

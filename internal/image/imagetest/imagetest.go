@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +37,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/torpor-dev/torpor/internal/freeport"
 )
 
 // RegistryBinary is Debian's docker-registry (package docker-registry).
@@ -66,7 +67,7 @@ func StartRegistry(dir string, auth bool) (*Registry, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	port, err := freeport.Pick()
 	if err != nil {
 		return nil, err
 	}
@@ -400,16 +401,6 @@ func writeTarGz(dir string, w io.Writer) error {
 		return err
 	}
 	return bw.Flush()
-}
-
-// FreePort is a TCP port free on 127.0.0.1 just now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {
