@@ -1,7 +1,6 @@
 package gvisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -89,13 +88,7 @@ func restoredRead(js []clockJump) (wall, wallJump, monoJump float64, used int, e
 // (machine.Config.ClockGate, docs/app-authors.md#the-clock).
 func TestClockJumpsAtFirstReadAfterRestore(t *testing.T) {
 	rt := newTestRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "clock", con.path, clockJumpApp)
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "clock", clockJumpApp)
 	jumps := func() []string {
 		var out []string
 		for _, l := range con.snapshot() {

@@ -38,13 +38,7 @@ while True:
 func TestRunProcessesAndLiveCheckpoint(t *testing.T) {
 	t.Parallel()
 	rt := newTestRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "flyops", con.path, listenerApp)
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "flyops", listenerApp)
 	waitFor(t, 30*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 3 })
 
 	t.Run("Run", func(t *testing.T) {

@@ -87,6 +87,21 @@ func uniqueID(prefix string) string {
 
 // newSpec returns a spec running python3 with code, in a fresh bundle, and
 // makes sure the sandbox is killed when the test ends.
+// bootApp boots app (a Python script) in a new sandbox of rt named after
+// prefix, and returns a context for the test's calls to rt (3 minutes, and
+// cancelled when the test ends), the sandbox's console and its spec.
+func bootApp(t *testing.T, rt *Runtime, prefix, app string) (context.Context, *console, runtime.Spec) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	con := newConsole(t)
+	spec := newSpec(t, rt, prefix, con.path, app)
+	if err := rt.Boot(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, con, spec
+}
+
 func newSpec(tb testing.TB, rt *Runtime, prefix, console, code string) runtime.Spec {
 	tb.Helper()
 	spec := runtime.Spec{

@@ -20,14 +20,7 @@ import (
 // sandbox (overlay) survive, and that Wait, Exec and Kill behave.
 func TestSuspendResume(t *testing.T) {
 	rt := newTestRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "ckpt", con.path, counterApp)
-
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "ckpt", counterApp)
 	mustState(t, rt, spec.ID, runtime.StatusRunning)
 	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 5 })
 

@@ -1,7 +1,6 @@
 package gvisor
 
 import (
-	"context"
 	"os"
 	"testing"
 	"time"
@@ -15,13 +14,7 @@ import (
 // nothing behind.
 func TestPrecreateThenRestore(t *testing.T) {
 	rt := newTestRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "warm", con.path, counterApp)
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "warm", counterApp)
 	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 3 })
 	image := t.TempDir()
 	if err := rt.Checkpoint(ctx, spec.ID, image); err != nil {

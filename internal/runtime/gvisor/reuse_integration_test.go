@@ -2,7 +2,6 @@ package gvisor
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,13 +17,7 @@ import (
 // a Kill, or a driver with NoPagesReuse, keeps nothing.
 func TestCheckpointWritesOverTheRestoredPagesFile(t *testing.T) {
 	rt, spawns := newSpawnCountingRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "reuse", con.path, counterApp)
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "reuse", counterApp)
 	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 3 })
 	first := t.TempDir()
 	if err := rt.Checkpoint(ctx, spec.ID, first); err != nil {

@@ -61,13 +61,7 @@ func (l *spawnLog) take(t *testing.T) []string {
 // is the restore. The Checkpoint itself spawns only checkpoint and delete.
 func TestResumeSpawnsOnlyRestore(t *testing.T) {
 	rt, spawns := newSpawnCountingRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "spawns", con.path, counterApp)
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "spawns", counterApp)
 	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 3 })
 	image := t.TempDir()
 	spawns.take(t)
@@ -106,13 +100,7 @@ func TestResumeSpawnsOnlyRestore(t *testing.T) {
 // sandbox, and a signal to every process.
 func TestExecAndSignalAllSpawnNoRunsc(t *testing.T) {
 	rt, spawns := newSpawnCountingRuntime(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	con := newConsole(t)
-	spec := newSpec(t, rt, "ctl", con.path, counterApp)
-	if err := rt.Boot(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	ctx, con, spec := bootApp(t, rt, "ctl", counterApp)
 	waitFor(t, 20*time.Second, "counter output", func() bool { return len(numbers(con.snapshot())) >= 2 })
 	spawns.take(t)
 
