@@ -5,14 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/torpor-dev/torpor/internal/client"
+	"github.com/torpor-dev/torpor/internal/diskusage"
 	"github.com/torpor-dev/torpor/internal/freeport"
 	"github.com/torpor-dev/torpor/internal/logs"
 	"github.com/torpor-dev/torpor/internal/machine"
@@ -459,23 +459,14 @@ func durations(details model.EventDetails) map[string]float64 {
 	return out
 }
 
-// diskUsage adds up the blocks and the sizes of the regular files under dir.
+// diskUsage adds up the blocks and the sizes of the regular files under
+// dir, which must exist (a snapshot directory missing is a failed run).
 func diskUsage(dir string) (blocks, apparent int64, err error) {
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		apparent += info.Size()
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			blocks += st.Blocks * 512
-		}
-		return nil
-	})
-	return blocks, apparent, err
+	if _, err := os.Stat(dir); err != nil {
+		return 0, 0, err
+	}
+	u, err := diskusage.Of(dir)
+	return u.Allocated, u.Apparent, err
 }
 
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

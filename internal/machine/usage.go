@@ -1,12 +1,9 @@
 package machine
 
 import (
-	"errors"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"syscall"
 
+	"github.com/torpor-dev/torpor/internal/diskusage"
 	"github.com/torpor-dev/torpor/internal/runtime"
 )
 
@@ -40,43 +37,15 @@ func (m *Manager) SnapshotUsage() (SnapshotUsage, error) {
 		u.Bytes += n
 	}
 	for i, dir := range append(dirs, trash...) {
-		n, err := diskBytes(dir)
+		du, err := diskusage.Of(dir)
 		if err != nil {
 			return u, err
 		}
+		n := du.Allocated
 		if i < len(dirs) {
 			u.Images++
 		}
 		u.Bytes += n
 	}
 	return u, nil
-}
-
-// diskBytes adds up the allocated blocks of the files under dir; files
-// deleted while it walks are skipped.
-func diskBytes(dir string) (int64, error) {
-	var total int64
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			total += st.Blocks * 512
-		}
-		return nil
-	})
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	return total, err
 }

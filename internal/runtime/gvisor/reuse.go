@@ -2,13 +2,11 @@ package gvisor
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
+	"github.com/torpor-dev/torpor/internal/diskusage"
 	"github.com/torpor-dev/torpor/internal/runtime"
 )
 
@@ -98,27 +96,8 @@ var _ runtime.DiskUser = (*Runtime)(nil)
 // checkpoints (runtime.DiskUser). A file deleted while it counts is
 // skipped.
 func (r *Runtime) DiskBytes() (int64, error) {
-	entries, err := os.ReadDir(r.reuseDir())
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for _, e := range entries {
-		info, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return total, err
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			total += st.Blocks * 512
-		}
-	}
-	return total, nil
+	u, err := diskusage.Of(r.reuseDir())
+	return u.Allocated, err
 }
 
 // sweepPagesFiles deletes the kept pages files of sandboxes that are gone
