@@ -12,8 +12,11 @@ import (
 // policies (shmem "never", defrag "madvise"), under which runsc uses no
 // huge pages, the daemon sets shmem to "advise" and defrag to "defer" at
 // start and says so; with --host-huge-pages=false it leaves them and warns.
-// The policies are host-wide: other tests running meanwhile only get
-// faster or slower, never different results.
+// The policies are host-wide, and every daemon sets them at start: the test
+// is not parallel (in the package's sequential phase no other daemon of its
+// starts meanwhile), and it checks what each daemon did by its log. It ran
+// beside parallel daemons before, which could set the policies between its
+// write and its daemon's start.
 func TestDaemonLetsMachineMemoryUseHugePages(t *testing.T) {
 	paths := []string{gvisor.ShmemEnabledPath, gvisor.DefragPath}
 	for _, p := range paths {
@@ -39,17 +42,17 @@ func TestDaemonLetsMachineMemoryUseHugePages(t *testing.T) {
 			}
 		}
 	}
-	rng := parallelRange(t)
 	set("never", "madvise")
-	kept := newDaemon(t, append(rng, "--host-huge-pages=false")...)
-	if p := policies(); p[0] != "never" || p[1] != "madvise" {
-		t.Fatalf("--host-huge-pages=false changed the policies to %q", p)
+	kept := newDaemon(t, "--host-huge-pages=false")
+	if strings.Contains(kept.log(), "set a host huge page policy") {
+		t.Fatalf("--host-huge-pages=false changed a policy (now %q):\n%s", policies(), kept.log())
 	}
 	if !strings.Contains(kept.log(), "machine memory cannot use huge pages") {
 		t.Errorf("no warning with the policies left at never and madvise:\n%s", kept.log())
 	}
 	kept.stop()
-	d := newDaemon(t, rng...)
+	set("never", "madvise")
+	d := newDaemon(t)
 	if p := policies(); p[0] != "advise" || p[1] != "defer" {
 		t.Fatalf("policies after the daemon started: %q, want advise and defer", p)
 	}
