@@ -41,11 +41,10 @@ func (m *Manager) SnapshotUsage() (SnapshotUsage, error) {
 		if err != nil {
 			return u, err
 		}
-		n := du.Allocated
 		if i < len(dirs) {
 			u.Images++
 		}
-		u.Bytes += n
+		u.Bytes += du.Allocated
 	}
 	return u, nil
 }

@@ -39,21 +39,17 @@ func (p *Proxy) acquire(ctx context.Context, a *app, port int) (lease, error) {
 		}
 		select {
 		case <-changed:
-			// A failed wake also changes the app: that must not pass
-			// for a reason to look again (and wake again) when the
-			// select happens to pick this case.
-			if w != nil && closed(w.done) && w.err != nil {
-				return lease{}, w.err
-			}
 		case <-wakeDone:
-			if w.err != nil {
-				return lease{}, w.err
-			}
 		case <-deadline.C:
 			timedOut = true
 			return lease{}, p.timeoutError(a, port, w)
 		case <-ctx.Done():
 			return lease{}, ctx.Err()
+		}
+		// A failed wake ends the wait whichever case the select picked:
+		// it also changes the app, and looking again would wake again.
+		if w != nil && closed(w.done) && w.err != nil {
+			return lease{}, w.err
 		}
 	}
 }
