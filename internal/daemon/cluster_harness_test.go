@@ -477,10 +477,18 @@ func startS3(t testing.TB) *s3Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.cmd = exec.Command(weedPath, "server", "-dir="+dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-		fmt.Sprintf("-master.port=%d", freePort(t)), fmt.Sprintf("-volume.port=%d", freePort(t)),
-		fmt.Sprintf("-filer.port=%d", freePort(t)), "-s3", fmt.Sprintf("-s3.port=%d", s.port), "-s3.config="+confPath,
-		"-volume.max=4", "-master.volumeSizeLimitMB=1024")
+	// Every port the server opens is named, from freeport: left out, a gRPC
+	// port is its HTTP port + 10000, which lands in the ephemeral range, where
+	// CI's client connections took one ("master failed to listen on grpc port
+	// 37614: bind: address already in use", TestClusterPartition, 2026-12-07).
+	args := []string{"server", "-dir=" + dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-s3", fmt.Sprintf("-s3.port=%d", s.port), "-s3.config=" + confPath,
+		"-volume.max=4", "-master.volumeSizeLimitMB=1024", "-master.telemetry=false"}
+	for _, flag := range []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+		"filer.port", "filer.port.grpc", "s3.port.grpc"} {
+		args = append(args, fmt.Sprintf("-%s=%d", flag, freePort(t)))
+	}
+	s.cmd = exec.Command(weedPath, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
