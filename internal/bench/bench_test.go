@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -248,5 +249,28 @@ func TestNiceTicksAreRound(t *testing.T) {
 		if got := niceStep(raw); got != want {
 			t.Errorf("niceStep(%v) = %v, want %v", raw, got, want)
 		}
+	}
+}
+
+// TestRotateStartsEachRunOneLater: run n begins with the way after run
+// n-1's first, every way comes once, and the input is left as it was.
+func TestRotateStartsEachRunOneLater(t *testing.T) {
+	ways := []string{"resume", "warm resume", "proxied wake"}
+	want := [][]string{
+		{"resume", "warm resume", "proxied wake"},
+		{"warm resume", "proxied wake", "resume"},
+		{"proxied wake", "resume", "warm resume"},
+		{"resume", "warm resume", "proxied wake"},
+	}
+	for k, w := range want {
+		if got := rotate(ways, k); !slices.Equal(got, w) {
+			t.Errorf("rotate(%d) = %v, want %v", k, got, w)
+		}
+	}
+	if !slices.Equal(ways, []string{"resume", "warm resume", "proxied wake"}) {
+		t.Errorf("rotate changed its input: %v", ways)
+	}
+	if got := rotate([]string(nil), 3); len(got) != 0 {
+		t.Errorf("rotate(nil) = %v", got)
 	}
 }

@@ -83,6 +83,10 @@ func checkFiles(t *testing.T, dir, report string) {
 			t.Errorf("sample %d incomplete: %+v", i, s)
 		}
 	}
+	// The ways back rotate: the second run begins with the first run's second.
+	if o0, o1 := sr.Samples[0].Order, sr.Samples[1].Order; len(o0) < 2 || len(o1) != len(o0) || o1[0] != o0[1] || o1[len(o1)-1] != o0[0] {
+		t.Errorf("the runs' orders do not rotate: %v then %v", o0, o1)
+	}
 	if !strings.Contains(sr.Verified, "intact") {
 		t.Errorf("memory check after the last resume: %q", sr.Verified)
 	}

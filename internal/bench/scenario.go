@@ -33,9 +33,9 @@ type Sample struct {
 	SnapshotBytes    int64   `json:"snapshot_bytes"`    // disk blocks used by the snapshot's files
 	SnapshotApparent int64   `json:"snapshot_apparent"` // the files' sizes added up
 	SnapshotSource   string  `json:"snapshot_source"`   // "disk", or "event" when the data dir is unknown
-	// ResuspendMS is the suspend call of the machine the resume has just
-	// brought back (the one before the warm resume, or before the proxied
-	// wake without it): a machine's suspend after a resume, as in every
+	// ResuspendMS is the suspend call of the machine the run's first
+	// restore has just brought back (see Order): a machine's suspend after
+	// a resume, as in every
 	// cycle of scale to zero after the first, where the first SuspendMS
 	// follows a cold start. ResuspendEvent is its event's *_ms fields.
 	// Zero when not measured.
@@ -52,17 +52,16 @@ type Sample struct {
 	RawMS        float64 `json:"raw_ms,omitempty"`
 	RawRestoreMS float64 `json:"raw_restore_ms,omitempty"`
 	PageCacheGBs float64 `json:"page_cache_gbs,omitempty"`
-	// ProxyWakeMS is a request through the daemon's proxy to the machine
-	// suspended again after the resume, to its first byte: the proxy wakes
+	// ProxyWakeMS is a request through the daemon's proxy to the suspended
+	// machine, to its first byte: the proxy wakes
 	// it (resume + proxy). Zero when not measured.
 	ProxyWakeMS       float64 `json:"proxy_wake_ms,omitempty"`
 	ProxyWakeAttempts int     `json:"proxy_wake_attempts,omitempty"`
 	// ProxyWakeEvent is the *_ms fields of the proxied wake's resume
 	// event: what of the wake was the daemon's resume.
 	ProxyWakeEvent map[string]float64 `json:"proxy_wake_event_ms,omitempty"`
-	// WarmResumeMS is a resume into a sandbox created ahead (Config.Warm)
-	// of the machine suspended again after the plain resume, to its first
-	// byte; WarmResumeAPIMS the start call alone, WarmRuntimeRestoreMS
+	// WarmResumeMS is a resume of the suspended machine into a sandbox
+	// created ahead (Config.Warm), to its first byte; WarmResumeAPIMS the start call alone, WarmRuntimeRestoreMS
 	// the event's runtime_restore_ms, and RuntimeRestoreMS the plain
 	// resume's. Zero when not measured.
 	WarmResumeMS         float64 `json:"warm_resume_ms,omitempty"`
@@ -72,7 +71,10 @@ type Sample struct {
 	WarmResumeEvent map[string]float64 `json:"warm_resume_event_ms,omitempty"`
 	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
 	// suspend events (the daemon's own breakdown).
-	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
+	ResumeEvent map[string]float64 `json:"resume_event_ms"`
+	// Order is the order in which this run brought the machine back
+	// ("resume", "warm resume", "proxied wake"): it rotates from run to run.
+	Order        []string           `json:"order,omitempty"`
 	SuspendEvent map[string]float64 `json:"suspend_event_ms"`
 }
 
@@ -123,13 +125,13 @@ func runScenario(ctx context.Context, c *client.Client, cfg Config, s Scenario, 
 		return sr, fmt.Errorf("%w\n%s", err, machineTail(ctx, c, cfg.App, m.ID))
 	}
 	for i := 1; i <= cfg.Runs; i++ {
-		smp, err := r.once(ctx)
+		smp, err := r.once(ctx, i)
 		if err != nil {
 			return sr, fmt.Errorf("run %d: %w", i, err)
 		}
 		sr.Samples = append(sr.Samples, smp)
-		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, suspend after it %.0f ms, warm resume %.0f ms, proxied wake %.0f ms",
-			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.ResuspendMS, smp.WarmResumeMS, smp.ProxyWakeMS)
+		progress(cfg, "%s: run %d/%d: cold %.0f ms, suspend %.0f ms (%.0f MiB), raw runsc %.0f ms, resume %.0f ms, suspend after a resume %.0f ms, warm resume %.0f ms, proxied wake %.0f ms (in the order %s)",
+			s, i, cfg.Runs, smp.ColdMS, smp.SuspendMS, mib(smp.SnapshotBytes), smp.RawMS, smp.ResumeMS, smp.ResuspendMS, smp.WarmResumeMS, smp.ProxyWakeMS, strings.Join(smp.Order, ", "))
 	}
 	sr.Verified, err = r.verify(ctx)
 	return sr, err
@@ -171,9 +173,10 @@ func (r *run) probe(ctx context.Context, path string) (appState, error) {
 	return p.state, err
 }
 
-// once stops the machine, then measures a cold start, a suspend and a
-// resume, checking that each did what it says.
-func (r *run) once(ctx context.Context) (Sample, error) {
+// once stops the machine, then measures a cold start, a suspend and the
+// ways of bringing it back (see restores), checking that each did what it
+// says. n (from 1) is the run's number.
+func (r *run) once(ctx context.Context, n int) (Sample, error) {
 	var smp Sample
 	if err := r.c.Stop(ctx, r.app, r.id, model.StopRequest{}); err != nil {
 		return smp, fmt.Errorf("stop: %w", err)
@@ -184,43 +187,83 @@ func (r *run) once(ctx context.Context) (Sample, error) {
 	if err := r.suspend(ctx, &smp); err != nil {
 		return smp, err
 	}
+	for i, v := range rotate(r.restores(), n-1) {
+		smp.Order = append(smp.Order, v.name)
+		if i > 0 {
+			if err := r.resuspend(ctx, &smp); err != nil {
+				return smp, fmt.Errorf("suspend before the %s: %w", v.name, err)
+			}
+		}
+		if err := v.measure(ctx, &smp); err != nil {
+			return smp, err
+		}
+	}
+	return smp, nil
+}
+
+// restoreWay is one way of bringing the suspended machine back, timed.
+type restoreWay struct {
+	name    string
+	measure func(context.Context, *Sample) error // from suspended to answering
+}
+
+// restores are the ways the scenario measures: the plain resume (after the
+// raw restore of the same image), the resume into a warm sandbox and the
+// proxied wake, when on. once rotates their order from run to run: each
+// restore of a large machine needs its memory fresh within seconds of the
+// last, and on some hosts the later ones were slower whatever their kind
+// (docs/benchmarks.md, 2026-12-07), so a fixed order would pin that on
+// the ones that come last.
+func (r *run) restores() []restoreWay {
+	ways := []restoreWay{{"resume", r.plainResume}}
+	if r.warm != nil {
+		ways = append(ways, restoreWay{"warm resume", r.warmResume})
+	}
+	if r.proxyAddr != "" {
+		ways = append(ways, restoreWay{"proxied wake", r.proxyWake})
+	}
+	return ways
+}
+
+// rotate returns ways starting at k mod len(ways), wrapping around.
+func rotate[T any](ways []T, k int) []T {
+	if len(ways) == 0 {
+		return nil
+	}
+	k %= len(ways)
+	return append(append([]T{}, ways[k:]...), ways[:k]...)
+}
+
+// plainResume times the raw runsc restore of the snapshot, when on, and
+// then torpor's resume of it with no sandbox created ahead.
+func (r *run) plainResume(ctx context.Context, smp *Sample) error {
 	if r.raw != nil {
 		raw, err := r.raw.measure(ctx, r.id, r.ip, r.last, r.cfg.PollInterval)
 		if err != nil {
-			return smp, err
+			return err
 		}
 		smp.RawMS, smp.RawRestoreMS, smp.PageCacheGBs = raw.firstByteMS, raw.restoreMS, raw.cacheGBs
 	}
 	if r.warm != nil {
-		// As before the warm resume below, so that neither competes with
-		// the daemon's background flush of the snapshot just written.
+		// As before the warm resume, so that neither competes with the
+		// daemon's background flush of the snapshot just written.
 		if err := r.flushSnapshot(); err != nil {
-			return smp, err
+			return err
 		}
 	}
-	if err := r.resume(ctx, &smp); err != nil {
-		return smp, err
+	if err := r.resume(ctx, smp); err != nil {
+		return err
 	}
-	if err := r.eventBreakdown(ctx, &smp); err != nil {
-		return smp, err
+	ev, ok, err := r.newest(ctx, model.EventResume, "started")
+	if ok {
+		smp.ResumeEvent = durations(ev.Request)
 	}
-	if r.warm != nil {
-		if err := r.warmResume(ctx, &smp); err != nil {
-			return smp, err
-		}
-	}
-	if r.proxyAddr == "" {
-		return smp, nil
-	}
-	return smp, r.proxyWake(ctx, &smp)
+	return err
 }
 
-// proxyWake suspends the machine again and times a request through the
-// proxy, which wakes it, to its first byte.
+// proxyWake times a request through the proxy, which wakes the suspended
+// machine, to its first byte.
 func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
-	if err := r.resuspend(ctx, smp); err != nil {
-		return fmt.Errorf("suspend before the proxied wake: %w", err)
-	}
 	begin := time.Now()
 	p, err := firstByte(ctx, r.proxyAddr, "/", r.cfg.PollInterval)
 	if err != nil {
@@ -230,6 +273,12 @@ func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
 	if !p.state.sameProcess(r.last) {
 		return errors.New("proxied wake: the app answered from a new process")
 	}
+	// The proxy keeps its connection to the app open for 100 ms idle
+	// (proxy.backendIdleTimeout). A suspend within that time would take it
+	// into the snapshot open, and after the next restore the
+	// single-threaded app would serve it first, until the proxy's close
+	// reached it: the next way in the rotation would time that wait.
+	time.Sleep(300 * time.Millisecond)
 	ev, ok, err := r.newest(ctx, model.EventResume, "started")
 	if ok {
 		smp.ProxyWakeEvent = durations(ev.Request)
@@ -237,16 +286,13 @@ func (r *run) proxyWake(ctx context.Context, smp *Sample) error {
 	return err
 }
 
-// warmResume suspends the machine again with the daemon's warm sandboxes
-// on (one, at the default cost), waits until its sandbox is created ahead
+// warmResume turns the daemon's warm sandboxes on (one, at the default
+// cost) for the suspended machine, waits until its sandbox is created ahead
 // and times a resume into it, to its first byte; the budget is off again
-// afterwards, so that the plain resume of the next run creates its own.
+// afterwards, so that the plain resume creates its own.
 func (r *run) warmResume(ctx context.Context, smp *Sample) error {
 	r.warm.SetWarmBudget(machine.DefaultWarmSandboxCostMB)
 	defer r.warm.SetWarmBudget(0)
-	if err := r.resuspend(ctx, smp); err != nil {
-		return fmt.Errorf("suspend before the warm resume: %w", err)
-	}
 	deadline := time.Now().Add(time.Minute)
 	for r.warm.WarmStats().Sandboxes == 0 {
 		if time.Now().After(deadline) {
@@ -343,7 +389,16 @@ func (r *run) suspend(ctx context.Context, smp *Sample) error {
 	}
 	if r.cfg.dataDirSet() {
 		smp.SnapshotSource = "disk"
-		smp.SnapshotBytes, smp.SnapshotApparent, err = diskUsage(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots"))
+		if smp.SnapshotBytes, smp.SnapshotApparent, err = diskUsage(filepath.Join(r.cfg.DataDir, "machines", r.id, "snapshots")); err != nil {
+			return err
+		}
+	}
+	ev, ok, err := r.newest(ctx, model.EventSuspend, "suspended")
+	if ok {
+		smp.SuspendEvent = durations(ev.Request)
+		if d := ev.Suspend(); d != nil && smp.SnapshotSource == "" {
+			smp.SnapshotBytes, smp.SnapshotApparent, smp.SnapshotSource = d.SizeBytes, d.SizeBytes, "event"
+		}
 	}
 	return err
 }
@@ -408,24 +463,6 @@ func (r *run) newest(ctx context.Context, typ, status string) (model.Event, bool
 	}
 	ev, ok := model.Newest(evs, typ, status)
 	return ev, ok, nil
-}
-
-// eventBreakdown copies the newest suspend and resume events' durations.
-func (r *run) eventBreakdown(ctx context.Context, smp *Sample) error {
-	evs, err := r.c.Events(ctx, r.app, r.id)
-	if err != nil {
-		return err
-	}
-	if ev, ok := model.Newest(evs, model.EventResume, "started"); ok {
-		smp.ResumeEvent = durations(ev.Request)
-	}
-	if ev, ok := model.Newest(evs, model.EventSuspend, "suspended"); ok {
-		smp.SuspendEvent = durations(ev.Request)
-		if d := ev.Suspend(); d != nil && smp.SnapshotSource == "" {
-			smp.SnapshotBytes, smp.SnapshotApparent, smp.SnapshotSource = d.SizeBytes, d.SizeBytes, "event"
-		}
-	}
-	return nil
 }
 
 // fallbackReason is the reason of the newest resume event, for errors.
