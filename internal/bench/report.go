@@ -78,7 +78,7 @@ func mainTable(b *strings.Builder, res *Result) {
 			pair(resume, "%.0f"), ratio(cold.P50, resume.P50), pair(warm, "%.0f"), warmRatio)
 	}
 	b.WriteString("\nTimes are p50 / p95 over the runs; cold / resume is the ratio of the p50s. The suspend column follows a cold " +
-		"start; the suspend after a resume is the same machine suspended again right after the resume, as in every cycle of scale to " +
+		"start; the suspend after a resume is the same machine suspended again right after the run's first way back, as in every cycle of scale to " +
 		"zero after the first (it writes over the pages file it was resumed from: docs/suspend-resume.md#reusing-the-pages-file). The resume column creates its sandbox " +
 		"(warm sandboxes off); the daemon's default (--warm-sandboxes-memory 256MiB) resumes the machines likeliest to wake into one " +
 		"created ahead, as in the warm column (see the warm table below).\n\n")
@@ -135,7 +135,7 @@ func sameRunTable(b *strings.Builder, res *Result) {
 	b.WriteString("\nThe raw restore runs just before torpor's resume, on hard links to the same snapshot files, with runsc's flags as the daemon " +
 		"passes them, the machine's config.json and network namespace, then `runsc kill --all SIGCONT` (torpor freezes the app before " +
 		"the checkpoint); it is probed like the resume. Its share is the difference of the p50s. The proxied wake is a request through " +
-		"the daemon's proxy to the machine suspended again after the resume (a wake right after a suspend, as the proxy's first request " +
+		"the daemon's proxy to the suspended machine (a wake right after a suspend, as the proxy's first request " +
 		"after an autosuspend may be), without a warm sandbox; \"beyond its resume\" is, per run, its time to first byte less its resume " +
 		"event's duration_ms: what the proxy adds (a resume through the API adds ~10 ms to its event the same way: the client's poll, " +
 		"see the breakdown below). The page-cache read is a second read of the snapshot's files " +
@@ -168,7 +168,7 @@ func warmTable(b *strings.Builder, res *Result) {
 			pair(sum(func(s Sample) float64 { return s.ResumeEvent["runtime_restore_ms"] }), "%.0f"),
 			pair(sum(func(s Sample) float64 { return s.WarmRuntimeRestoreMS }), "%.0f"))
 	}
-	b.WriteString("\nThe warm resume is of the machine suspended again right after the plain resume, once the daemon has created its " +
+	b.WriteString("\nThe warm resume is of the suspended machine once the daemon has created its " +
 		"sandbox ahead (one, at the default cost); the plain resume runs with the budget off. Before each of the two, the benchmark " +
 		"flushes the snapshot's files (the daemon does it in the background after the suspend), so that neither resume competes with that, and with the raw restore on (which reads the plain resume's image from the page cache " +
 		"just before it) reads the warm resume's image the same way. Runtime restore is the resume event's " +
@@ -377,7 +377,9 @@ func goal(what, got string, met bool) string {
 
 func method(b *strings.Builder, res *Result) {
 	fmt.Fprintf(b, "Method: %d runs per scenario, one machine per scenario; each run stops the machine, then times a cold start, "+
-		"a suspend and a resume, so cold starts and resumes alternate and drift hits both. "+
+		"a suspend and the ways back (the raw restore and the resume, the warm resume, the proxied wake, each after a suspend of its own), "+
+		"so cold starts and resumes alternate and drift hits both; the ways back rotate their order from run to run (the JSON's order), "+
+		"so none is always a run's first or last restore. "+
 		"Cold start and resume run from the start API call to the first byte of the app's HTTP response, "+
 		"polled on a new TCP connection at the machine's address every %s; suspend is the suspend API call, which returns once the machine is suspended. "+
 		"p50 and p95 are nearest-rank percentiles (a sample, no interpolation; with 10 runs p95 is the slowest run). "+
