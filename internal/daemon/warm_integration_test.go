@@ -1,9 +1,14 @@
 package daemon_test
 
 import (
+	"context"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,16 +38,56 @@ func (d *daemon) sandboxState(id string) string {
 }
 
 // waitPrecreated waits until machine id's sandbox has been created ahead
-// of its resume (runsc state "created").
+// of its resume (runsc state "created") and the daemon holds it as warm
+// (its torpor_warm_sandboxes gauge counts every created sandbox). runsc's
+// state alone comes a moment early: the worker still holds the machine's
+// lock, and a start in that moment preempts the precreate and creates a
+// sandbox of its own (CI, 2026-12-07: "want from the snapshot into the warm
+// sandbox").
 func (d *daemon) waitPrecreated(id string) {
 	d.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for d.sandboxState(id) != "created" {
+	for d.sandboxState(id) != "created" || d.warmGauge() < d.createdSandboxes() {
 		if time.Now().After(deadline) {
-			d.t.Fatalf("no warm sandbox for machine %s after 60s (sandboxes: %v)", id, d.sandboxes())
+			d.t.Fatalf("no warm sandbox for machine %s after 60s (sandboxes: %v, the daemon's warm ones: %d)", id, d.sandboxes(), d.warmGauge())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// createdSandboxes counts the daemon's runsc sandboxes in state "created".
+func (d *daemon) createdSandboxes() int {
+	n := 0
+	for _, sid := range d.sandboxes() {
+		if st, _ := exec.Command(runscPath, "--root", filepath.Join(d.dataDir, "runsc"), "state", sid).Output(); strings.Contains(string(st), `"status": "created"`) {
+			n++
+		}
+	}
+	return n
+}
+
+// warmGauge is the daemon's torpor_warm_sandboxes, read on its admin
+// socket (-1 if it cannot be read).
+func (d *daemon) warmGauge() int {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
+		}}}
+	resp, err := c.Get("http://torpor/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	v, ok := value(string(body), "torpor_warm_sandboxes")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // wantNoSandbox checks that runsc has no sandbox of machine id.
