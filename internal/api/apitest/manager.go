@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/torpor-dev/torpor/internal/machine"
 	"github.com/torpor-dev/torpor/internal/runtime/fake"
 	"github.com/torpor-dev/torpor/internal/store"
@@ -77,6 +79,11 @@ func newManager(tb testing.TB, log io.Writer, withVolumes bool) *Manager {
 			tb.Fatal(err)
 		}
 		mcfg.Volumes = vols
+		// A volume stays mounted until it is destroyed (across daemon
+		// restarts too), and a test need not destroy what it made: unmount
+		// them all, or each run leaves a loop device holding its deleted
+		// file, 1 GiB of /dev/shm's memory (seen: ten after ten CI runs).
+		tb.Cleanup(func() { unmountVolumes(filepath.Join(dir, "volumes")) })
 	}
 	m, err := machine.New(mcfg, st, rt)
 	if err != nil {
@@ -87,6 +94,14 @@ func newManager(tb testing.TB, log io.Writer, withVolumes bool) *Manager {
 	}
 	tb.Cleanup(m.Close)
 	return &Manager{Manager: m, Runtime: rt, Images: images, Data: data, Volumes: vols}
+}
+
+// unmountVolumes detaches every volume's filesystem under dir.
+func unmountVolumes(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = unix.Unmount(filepath.Join(dir, e.Name(), "fs"), unix.MNT_DETACH)
+	}
 }
 
 // fastTempDir is a temporary directory on /dev/shm when there is one.
