@@ -85,8 +85,6 @@ func uniqueID(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d-%d", prefix, os.Getpid(), time.Now().UnixNano()%1e6, idSeq.Add(1))
 }
 
-// newSpec returns a spec running python3 with code, in a fresh bundle, and
-// makes sure the sandbox is killed when the test ends.
 // bootApp boots app (a Python script) in a new sandbox of rt named after
 // prefix, and returns a context for the test's calls to rt (3 minutes, and
 // cancelled when the test ends), the sandbox's console and its spec.
@@ -102,6 +100,8 @@ func bootApp(t *testing.T, rt *Runtime, prefix, app string) (context.Context, *c
 	return ctx, con, spec
 }
 
+// newSpec returns a spec running python3 with code, in a fresh bundle, and
+// makes sure the sandbox is killed when the test ends.
 func newSpec(tb testing.TB, rt *Runtime, prefix, console, code string) runtime.Spec {
 	tb.Helper()
 	spec := runtime.Spec{

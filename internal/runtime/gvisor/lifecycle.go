@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/torpor-dev/torpor/internal/runtime"
 )
 
@@ -268,7 +270,13 @@ func (r *Runtime) Signal(ctx context.Context, id, signal string) error {
 		return errors.New("gvisor: empty signal")
 	}
 	r.awaitWaits(ctx, id, waitConnectMax)
-	return r.kill(ctx, id, id, signal)
+	if err := r.kill(ctx, id, id, signal); err != nil {
+		return err
+	}
+	if sig, ok := signalNumber(signal); ok && sig == unix.SIGKILL {
+		r.markKilled(id)
+	}
+	return nil
 }
 
 // SignalAll sends signal to every process in the sandbox (what runsc kill
@@ -327,6 +335,7 @@ func (r *Runtime) Kill(ctx context.Context, id string) error {
 		// Errors are fine: the process may be exiting already; delete --force
 		// below is what must succeed.
 		if _, err := r.run(ctx, "kill", id, "KILL"); err == nil {
+			r.markKilled(id)
 			_ = stopped.Wait(ctx, 5*time.Second)
 		}
 	}

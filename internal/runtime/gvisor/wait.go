@@ -122,7 +122,8 @@ type waitResult struct {
 //   - the exit status; a signal death is reported as Code 128+n with Signal
 //     set (runsc cannot tell it apart from exit(128+n));
 //   - Code -1 (and no error) if the process had exited before anyone waited:
-//     runsc no longer knows the status;
+//     runsc no longer knows the status; but 137/SIGKILL if this driver sent
+//     the process SIGKILL while the Wait was in progress (waitFailed);
 //   - ErrCheckpointed if the sandbox was checkpointed instead of exiting;
 //   - runtime.ErrNotFound if there is no such sandbox;
 //   - runtime.ErrClosed if Close ended the wait;
@@ -162,7 +163,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.ExitStatus, erro
 		return runtime.ExitStatus{}, fmt.Errorf("gvisor: wait %s: %w", id, ErrCheckpointed)
 	}
 	if waitErr != nil {
-		return r.waitFailed(ctx, id, waitErr)
+		return r.waitFailed(ctx, id, waitErr, reg.sigkilled())
 	}
 	var res waitResult
 	if err := json.Unmarshal(bytes.TrimSpace(out), &res); err != nil {
@@ -186,13 +187,20 @@ func (r *Runtime) runWait(ctx context.Context, id string, reg *waitReg) ([]byte,
 
 // waitFailed decides what a failed "runsc wait" means: the sandbox stopped
 // (or was deleted) without runsc being able to report a status, or a real
-// error.
-func (r *Runtime) waitFailed(ctx context.Context, id string, waitErr error) (runtime.ExitStatus, error) {
+// error. A sandbox whose init this driver sent SIGKILL during the wait
+// (sigkilled, markKilled) died of it, as far as anyone can tell: it is
+// reported so, 137/SIGKILL, where runsc lost the status.
+func (r *Runtime) waitFailed(ctx context.Context, id string, waitErr error, sigkilled bool) (runtime.ExitStatus, error) {
 	st, err := r.state(ctx, id)
 	if err != nil {
 		return runtime.ExitStatus{}, errors.Join(waitErr, err)
 	}
 	if st == nil || st.Status == string(runtime.StatusStopped) {
+		if sigkilled {
+			es := exitStatus(128 + int(unix.SIGKILL))
+			es.OOMKilled = oomKilled(id)
+			return es, nil
+		}
 		return runtime.ExitStatus{Code: -1, OOMKilled: oomKilled(id)}, nil
 	}
 	return runtime.ExitStatus{}, waitErr

@@ -18,16 +18,22 @@ import (
 // API, a stop) hit that window once the start had got fast: CI saw
 // "exit_code -1" where SIGKILL's 137 was due. So Signal first waits, for
 // waitConnectMax at most, until every Wait in progress on the sandbox has
-// its `runsc wait` connected.
+// its `runsc wait` connected. Connected is not yet asked, though: a SIGKILL
+// can still end the sandbox before the request is read, so a Wait also
+// learns of a SIGKILL this driver delivered during it (markKilled) and
+// reports that, where runsc lost the status (CI, once more: -1 after the
+// first fix).
 
 // waitConnectMax bounds how long Signal waits for the sandbox's Waits.
 const waitConnectMax = 2 * time.Second
 
 // waitReg is one Wait in progress: the pid of its `runsc wait`, once
-// started.
+// started, and whether Signal has since delivered SIGKILL to the sandbox's
+// init.
 type waitReg struct {
-	mu  sync.Mutex
-	pid int
+	mu     sync.Mutex
+	pid    int
+	killed bool
 }
 
 func (w *waitReg) started(pid int) {
@@ -40,6 +46,30 @@ func (w *waitReg) process() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.pid
+}
+
+func (w *waitReg) sigkilled() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.killed
+}
+
+// markKilled records on every Wait in progress on sandbox id that its init
+// was sent SIGKILL, which it cannot catch: if such a Wait's `runsc wait`
+// still loses the status (the sandbox ended before its request was read:
+// holding the socket, which awaitWaits checks, is not having asked), the
+// Wait reports that death instead of -1 (waitFailed). Only Waits begun
+// before the signal are marked, so a later incarnation of the same ID
+// never inherits it.
+func (r *Runtime) markKilled(id string) {
+	r.mu.Lock()
+	regs := slices.Clone(r.waits[id])
+	r.mu.Unlock()
+	for _, w := range regs {
+		w.mu.Lock()
+		w.killed = true
+		w.mu.Unlock()
+	}
 }
 
 func (r *Runtime) registerWait(id string) *waitReg {
