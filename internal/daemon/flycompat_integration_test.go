@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,10 +18,7 @@ import (
 // status and the body.
 func (d *daemon) flyCall(method, path, nonce, body string) (int, []byte) {
 	d.t.Helper()
-	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var dl net.Dialer
-		return dl.DialContext(ctx, "unix", d.sock)
-	}}, Timeout: 2 * time.Minute}
+	hc := d.adminHTTP(2 * time.Minute)
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)

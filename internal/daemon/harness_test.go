@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -181,9 +183,10 @@ func (d *daemon) run(env ...string) {
 	if err != nil {
 		d.t.Fatal(err)
 	}
+	// --pprof: a failed test's log shows the daemon's goroutines (cleanup).
 	args := append([]string{"serve", "--data-dir", d.dataDir, "--socket", d.sock,
 		"--runsc", runscPath, "--network-range", testNetworkRange(),
-		"--insecure-registry", registry.Host}, d.flags...)
+		"--insecure-registry", registry.Host, "--pprof"}, d.flags...)
 	d.cmd = exec.Command(torporBin, args...)
 	if d.nofile > 0 { // prlimit sets the limit and execs the daemon: same pid
 		d.cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", d.nofile, d.nofile), torporBin}, args...)...)
@@ -211,6 +214,32 @@ func (d *daemon) run(env ...string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// adminHTTP is an HTTP client of the daemon's admin socket, where requests
+// come from the local admin: its API, /metrics and /debug/pprof/. A new
+// connection per request, so that none is left among the daemon's fds.
+func (d *daemon) adminHTTP(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
+		},
+		DisableKeepAlives: true,
+	}}
+}
+
+// adminGet reads path on the admin socket (http://torpor + path).
+func (d *daemon) adminGet(path string) (string, error) {
+	resp, err := d.adminHTTP(10 * time.Second).Get("http://torpor" + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return string(body), err
 }
 
 func (d *daemon) log() string {
@@ -259,6 +288,15 @@ func (d *daemon) running() bool {
 func (d *daemon) cleanup() {
 	if d.t.Failed() {
 		d.t.Logf("daemon log:\n%s", d.log())
+		// Where it stands: an operation that hangs (a start stuck for the
+		// client's 2 minutes, CI 2026-12-07) shows where.
+		if d.running() {
+			if dump, err := d.adminGet("/debug/pprof/goroutine?debug=2"); err == nil {
+				d.t.Logf("daemon goroutines:\n%s", dump)
+			} else {
+				d.t.Logf("daemon goroutines: %v", err)
+			}
+		}
 	}
 	if d.running() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

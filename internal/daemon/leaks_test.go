@@ -3,20 +3,16 @@ package daemon_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // hostCounts is what one daemon holds on the host, counted from outside:
@@ -314,20 +310,12 @@ func newFiles(before, now []string) []string {
 // goroutines reads the daemon's goroutine count from its /debug/pprof/
 // endpoint (torpor serve --pprof); -1 if that fails.
 func (c *counter) goroutines() int {
-	hc := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", c.d.sock)
-		},
-		DisableKeepAlives: true, // no connection left to count among the fds
-	}}
-	resp, err := hc.Get("http://torpor/debug/pprof/goroutine?debug=1")
+	text, err := c.d.adminGet("/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	first, _ := bufio.NewReader(io.LimitReader(resp.Body, 4096)).ReadString('\n')
 	// "goroutine profile: total 42"
+	first, _, _ := strings.Cut(text, "\n")
 	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(first, "goroutine profile: total")))
 	if err != nil {
 		return -1

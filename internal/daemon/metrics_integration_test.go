@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -73,10 +72,7 @@ func TestMetricsAfterSuspendResume(t *testing.T) {
 	if resp := d.start(m.ID); !resp.FromSnapshot {
 		t.Fatal("the API's start did not resume")
 	}
-	local := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
-		}}}
+	local := d.adminHTTP(30 * time.Second)
 	app := fmt.Sprintf("app=%q", d.app)
 	// The first proxied requests may have waited too, while the new machine
 	// came up in the proxy's view: the wake below must add exactly one wait.

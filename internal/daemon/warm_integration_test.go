@@ -1,10 +1,7 @@
 package daemon_test
 
 import (
-	"context"
-	"io"
-	"net"
-	"net/http"
+	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -25,16 +22,21 @@ func (d *daemon) sandboxes() []string {
 
 // sandboxState is runsc's state of machine id's sandbox ("" if none).
 func (d *daemon) sandboxState(id string) string {
-	out, err := exec.Command(runscPath, "--root", filepath.Join(d.dataDir, "runsc"), "state", identifiers.SandboxID(id)).Output()
+	return d.runscStatus(identifiers.SandboxID(id))
+}
+
+// runscStatus is the status runsc's state gives sandbox sid ("" if it has
+// none).
+func (d *daemon) runscStatus(sid string) string {
+	out, err := exec.Command(runscPath, "--root", filepath.Join(d.dataDir, "runsc"), "state", sid).Output()
 	if err != nil {
 		return ""
 	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), `"status": "`); ok {
-			return strings.TrimSuffix(strings.TrimSuffix(v, ","), `"`)
-		}
+	var st struct{ Status string }
+	if json.Unmarshal(out, &st) != nil {
+		return ""
 	}
-	return ""
+	return st.Status
 }
 
 // waitPrecreated waits until machine id's sandbox has been created ahead
@@ -59,7 +61,7 @@ func (d *daemon) waitPrecreated(id string) {
 func (d *daemon) createdSandboxes() int {
 	n := 0
 	for _, sid := range d.sandboxes() {
-		if st, _ := exec.Command(runscPath, "--root", filepath.Join(d.dataDir, "runsc"), "state", sid).Output(); strings.Contains(string(st), `"status": "created"`) {
+		if d.runscStatus(sid) == "created" {
 			n++
 		}
 	}
@@ -69,17 +71,11 @@ func (d *daemon) createdSandboxes() int {
 // warmGauge is the daemon's torpor_warm_sandboxes, read on its admin
 // socket (-1 if it cannot be read).
 func (d *daemon) warmGauge() int {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
-		}}}
-	resp, err := c.Get("http://torpor/metrics")
+	text, err := d.adminGet("/metrics")
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	v, ok := value(string(body), "torpor_warm_sandboxes")
+	v, ok := value(text, "torpor_warm_sandboxes")
 	if !ok {
 		return -1
 	}
