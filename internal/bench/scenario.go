@@ -35,10 +35,9 @@ type Sample struct {
 	SnapshotSource   string  `json:"snapshot_source"`   // "disk", or "event" when the data dir is unknown
 	// ResuspendMS is the suspend call of the machine the run's first
 	// restore has just brought back (see Order): a machine's suspend after
-	// a resume, as in every
-	// cycle of scale to zero after the first, where the first SuspendMS
-	// follows a cold start. ResuspendEvent is its event's *_ms fields.
-	// Zero when not measured.
+	// a resume, as in every cycle of scale to zero after the first, where
+	// SuspendMS follows a cold start. ResuspendEvent is its event's *_ms
+	// fields. Zero when not measured.
 	ResuspendMS    float64            `json:"resuspend_ms,omitempty"`
 	ResuspendEvent map[string]float64 `json:"resuspend_event_ms,omitempty"`
 	ResumeMS       float64            `json:"resume_ms"`     // start → first byte, from suspended
@@ -53,17 +52,17 @@ type Sample struct {
 	RawRestoreMS float64 `json:"raw_restore_ms,omitempty"`
 	PageCacheGBs float64 `json:"page_cache_gbs,omitempty"`
 	// ProxyWakeMS is a request through the daemon's proxy to the suspended
-	// machine, to its first byte: the proxy wakes
-	// it (resume + proxy). Zero when not measured.
+	// machine, to its first byte: the proxy wakes it (resume + proxy). Zero
+	// when not measured.
 	ProxyWakeMS       float64 `json:"proxy_wake_ms,omitempty"`
 	ProxyWakeAttempts int     `json:"proxy_wake_attempts,omitempty"`
 	// ProxyWakeEvent is the *_ms fields of the proxied wake's resume
 	// event: what of the wake was the daemon's resume.
 	ProxyWakeEvent map[string]float64 `json:"proxy_wake_event_ms,omitempty"`
 	// WarmResumeMS is a resume of the suspended machine into a sandbox
-	// created ahead (Config.Warm), to its first byte; WarmResumeAPIMS the start call alone, WarmRuntimeRestoreMS
-	// the event's runtime_restore_ms, and RuntimeRestoreMS the plain
-	// resume's. Zero when not measured.
+	// created ahead (Config.Warm), to its first byte; WarmResumeAPIMS the
+	// start call alone, WarmRuntimeRestoreMS the event's
+	// runtime_restore_ms. Zero when not measured.
 	WarmResumeMS         float64 `json:"warm_resume_ms,omitempty"`
 	WarmResumeAPIMS      float64 `json:"warm_resume_api_ms,omitempty"`
 	WarmRuntimeRestoreMS float64 `json:"warm_runtime_restore_ms,omitempty"`
@@ -71,11 +70,11 @@ type Sample struct {
 	WarmResumeEvent map[string]float64 `json:"warm_resume_event_ms,omitempty"`
 	// ResumeEvent and SuspendEvent are the *_ms fields of the resume and
 	// suspend events (the daemon's own breakdown).
-	ResumeEvent map[string]float64 `json:"resume_event_ms"`
+	ResumeEvent  map[string]float64 `json:"resume_event_ms"`
+	SuspendEvent map[string]float64 `json:"suspend_event_ms"`
 	// Order is the order in which this run brought the machine back
 	// ("resume", "warm resume", "proxied wake"): it rotates from run to run.
-	Order        []string           `json:"order,omitempty"`
-	SuspendEvent map[string]float64 `json:"suspend_event_ms"`
+	Order []string `json:"order,omitempty"`
 }
 
 // ScenarioResult is a scenario's samples.
