@@ -38,7 +38,9 @@ import (
 //     when it is free (a busy machine is left for the next round), and an
 //     operation that finds the lock held by a precreate cancels it
 //     (preemptWarm; a loaded host stretched one to a minute), so a
-//     request never waits for the worker;
+//     request waits for the worker at most for a create that had begun
+//     (the driver lets it finish), and then gets its sandbox: a resume
+//     restores into it, any other operation deletes it as usual;
 //   - the bookkeeping (warmPool.entries), which a change of the machine
 //     out of suspended drops (write in commit.go), and which the resume
 //     takes.
@@ -466,6 +468,10 @@ func (m *Manager) reconcileWarm(ctx context.Context) {
 		case !ok:
 			m.kickWarmLater()
 			continue
+		case preempted && err == nil:
+			// The create had begun and ran to its end (a driver does not
+			// cut one short): the operation that waited for it gets it.
+			m.log.Debug("warm sandboxes: precreate finished while an operation waited; kept for it", "machine", c.mc.ID)
 		case preempted:
 			m.log.Debug("warm sandboxes: precreate gave way to an operation", "machine", c.mc.ID, "err", err)
 		case err != nil:

@@ -351,3 +351,42 @@ func TestWarmPrecreateGivesWayToAStart(t *testing.T) {
 		t.Fatalf("precreated = %v after the cancelled precreate", got)
 	}
 }
+
+// TestWarmPrecreateThatFinishesIsTheStartsSandbox: a precreate whose
+// create had begun when a start preempted it runs to its end (the gVisor
+// driver does not cut runsc create short), and the start, which waited for
+// it anyway, restores into the sandbox it made instead of deleting it and
+// creating another.
+func TestWarmPrecreateThatFinishesIsTheStartsSandbox(t *testing.T) {
+	e := newWarmEnv(t, 64)
+	held := make(chan string, 1)
+	e.rt.OnPrecreate = func(ctx context.Context, id string) error {
+		held <- id
+		<-ctx.Done() // preempted mid-create; the create still completes
+		return nil
+	}
+	mc := e.suspendedMachine(4)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not precreate the suspended machine's sandbox")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := e.m.Start(ctx, "app", mc.ID)
+	if err != nil {
+		t.Fatalf("start while a precreate was in progress: %v", err)
+	}
+	if !resp.FromSnapshot {
+		t.Fatal("not resumed from the snapshot")
+	}
+	if d := e.lastEvent(mc.ID, model.EventResume).Start(); d == nil || !d.WarmSandbox {
+		t.Fatalf("resume event details = %+v, want the resume into the sandbox the preempted precreate finished", d)
+	}
+	if got := e.rt.Counter(sandboxID(mc.ID)); got != 4 {
+		t.Fatalf("counter = %d after the resume, want 4", got)
+	}
+	if got := e.rt.PrecreatedIDs(); len(got) != 0 {
+		t.Fatalf("precreated = %v after the resume into it", got)
+	}
+}

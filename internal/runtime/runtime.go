@@ -160,7 +160,11 @@ type Precreator interface {
 	// Precreate creates the sandbox of spec without starting its process,
 	// for a later Restore of the same spec. The sandbox's ID must not be in
 	// use, except by a sandbox this driver precreated (which is replaced
-	// when its spec differs, kept when it is the same).
+	// when its spec differs, kept when it is the same). A ctx that ends
+	// before the create has begun makes Precreate return its error with
+	// nothing made; once begun, the create may run to its end whatever
+	// ctx does (cutting it short could orphan what it started), and a
+	// sandbox it finished is kept and reported (nil).
 	Precreate(ctx context.Context, spec Spec) error
 	// Precreated reports whether a sandbox precreated for exactly spec
 	// (same config, console, network namespace, mounts) waits for its

@@ -78,6 +78,28 @@ func newTestRuntime(tb testing.TB) *Runtime {
 	return rt
 }
 
+// newWrappedRuntime is newTestRuntime with runsc behind a bash wrapper that
+// runs before (with $sub set to runsc's subcommand) and then execs the real
+// runsc: a test makes a step of runsc late, or notes when it begins.
+func newWrappedRuntime(tb testing.TB, before string) *Runtime {
+	tb.Helper()
+	requireIntegration(tb)
+	dir := tb.TempDir()
+	wrapper := filepath.Join(dir, "runsc")
+	script := "#!/bin/bash\n" +
+		"for a in \"$@\"; do case \"$a\" in -*) ;; *) sub=$a; break ;; esac; done\n" +
+		before + "\nexec " + testRunsc + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	rt, err := New(Config{RunscPath: wrapper, RootDir: filepath.Join(dir, "root")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = rt.Close() })
+	return rt
+}
+
 var idSeq atomic.Int64
 
 // uniqueID returns a sandbox ID unique on the host.

@@ -495,25 +495,10 @@ func TestSigkillAWaitMissedIsStillReported(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	dir := t.TempDir()
-	wrapper := filepath.Join(dir, "runsc")
-	port := ln.Addr().(*net.TCPAddr).Port
-	script := fmt.Sprintf(`#!/bin/bash
-for a in "$@"; do case "$a" in -*) ;; *) sub=$a; break ;; esac; done
-if [ "$sub" = wait ]; then
+	rt := newWrappedRuntime(t, fmt.Sprintf(`if [ "$sub" = wait ]; then
 	exec 3<>/dev/tcp/127.0.0.1/%d
 	sleep 1
-fi
-exec %s "$@"
-`, port, testRunsc)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rt, err := New(Config{RunscPath: wrapper, RootDir: filepath.Join(dir, "root")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rt.Close() })
+fi`, ln.Addr().(*net.TCPAddr).Port))
 	ctx, _, spec := bootApp(t, rt, "sigmiss", "import time\nwhile True: time.sleep(1)")
 	waited := waitInBackground(ctx, t, rt, spec.ID)
 	waitFor(t, 10*time.Second, "Wait to begin", func() bool {

@@ -95,6 +95,9 @@ func (r *Runtime) Precreate(ctx context.Context, spec runtime.Spec) error {
 		}
 		r.cleanup(ctx, spec.ID)
 	}
+	if err := ctx.Err(); err != nil {
+		return err // preempted before anything was made
+	}
 	if err := writeConfig(spec); err != nil {
 		return err
 	}
@@ -116,15 +119,13 @@ func (r *Runtime) Precreate(ctx context.Context, spec runtime.Spec) error {
 	// A cancelled ctx (an operation on the machine preempts its precreate)
 	// does not kill runsc create halfway: the sandbox process it may
 	// already have started, outside any state file, would be left holding
-	// the machine's network namespace. The create runs to its end and is
-	// then deleted.
+	// the machine's network namespace. The create runs to its end, and
+	// the sandbox it made is kept: the operation that preempted it waited
+	// for it anyway, and a resume restores into it (package machine
+	// deletes it when the operation is another).
 	cmd := r.command(context.WithoutCancel(ctx), append(r.bundleFlags(spec.Bundle), networkFlag(spec.NetNS)), "create", args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, console, console
-	err = cmd.Run()
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	if err != nil {
+	if err = cmd.Run(); err != nil {
 		r.cleanup(ctx, spec.ID)
 		r.markGone(spec.ID)
 		return &Error{Subcommand: "create", Args: args, Err: ctxErr(ctx, unavailable(err)), Detail: logTail(filepath.Join(spec.Bundle, logFile))}

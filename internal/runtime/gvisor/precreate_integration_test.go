@@ -1,7 +1,10 @@
 package gvisor
 
 import (
+	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -109,4 +112,49 @@ func TestPrecreateThenRestore(t *testing.T) {
 	if rt.Precreated(spec) {
 		t.Fatal("still Precreated after Kill")
 	}
+}
+
+// TestPrecreatePreemptedMidCreateKeepsTheSandbox: a precreate whose ctx
+// ends while `runsc create` runs (an operation on the machine preempted
+// it) lets the create finish, as always, and keeps the sandbox for the
+// operation that waited for it; one whose ctx ended before the create
+// makes nothing.
+func TestPrecreatePreemptedMidCreateKeepsTheSandbox(t *testing.T) {
+	marks := t.TempDir()
+	rt := newWrappedRuntime(t, `if [ "$sub" = create ]; then
+	touch `+marks+`/create
+	sleep 0.3
+fi`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	spec := newSpec(t, rt, "preempt", newConsole(t).path, counterApp)
+	go func() {
+		for {
+			if _, err := os.Stat(filepath.Join(marks, "create")); err == nil {
+				cancel()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	if err := rt.Precreate(ctx, spec); err != nil {
+		t.Fatalf("Precreate preempted mid-create: %v, want the sandbox kept", err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the create ended before the preempt: the test proves nothing")
+	}
+	mustState(t, rt, spec.ID, runtime.StatusCreated)
+	if !rt.Precreated(spec) {
+		t.Fatal("not Precreated after a create that finished")
+	}
+	bg := context.Background()
+	if err := rt.DiscardPrecreated(bg, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	other := newSpec(t, rt, "preempt", newConsole(t).path, counterApp)
+	if err := rt.Precreate(ctx, other); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Precreate with its ctx already ended = %v, want context.Canceled", err)
+	}
+	mustState(t, rt, other.ID, runtime.StatusAbsent)
 }
