@@ -297,6 +297,17 @@ func (d *daemon) cleanup() {
 				d.t.Logf("daemon goroutines: %v", err)
 			}
 		}
+		// And the runsc processes it runs (a create or restore that hangs
+		// shows with its age and where it sleeps in the kernel).
+		if out, err := exec.Command("ps", "-eo", "pid,etime,stat,wchan:24,args", "--sort", "start_time").Output(); err == nil {
+			var mine []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, d.dataDir) {
+					mine = append(mine, l)
+				}
+			}
+			d.t.Logf("processes of this daemon's data dir (pid, age, state, kernel wait, command):\n%s", strings.Join(mine, "\n"))
+		}
 	}
 	if d.running() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
