@@ -324,26 +324,7 @@ func TestWarmPrecreateGivesWayToAStart(t *testing.T) {
 		return ctx.Err()
 	}
 	mc := e.suspendedMachine(4)
-	select {
-	case id := <-held:
-		if id != sandboxID(mc.ID) {
-			t.Fatalf("precreating %s, want %s", id, sandboxID(mc.ID))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the worker did not precreate the suspended machine's sandbox")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := e.m.Start(ctx, "app", mc.ID)
-	if err != nil {
-		t.Fatalf("start while a precreate was in progress: %v", err)
-	}
-	if !resp.FromSnapshot {
-		t.Fatal("not resumed from the snapshot")
-	}
-	if got := e.rt.Counter(sandboxID(mc.ID)); got != 4 {
-		t.Fatalf("counter = %d after the resume, want 4", got)
-	}
+	e.startDuringPrecreate(t, held, mc.ID)
 	if d := e.lastEvent(mc.ID, model.EventResume).Start(); d == nil || d.WarmSandbox {
 		t.Fatalf("resume event details = %+v, want a resume without the cancelled sandbox", d)
 	}
@@ -366,27 +347,38 @@ func TestWarmPrecreateThatFinishesIsTheStartsSandbox(t *testing.T) {
 		return nil
 	}
 	mc := e.suspendedMachine(4)
+	e.startDuringPrecreate(t, held, mc.ID)
+	if d := e.lastEvent(mc.ID, model.EventResume).Start(); d == nil || !d.WarmSandbox {
+		t.Fatalf("resume event details = %+v, want the resume into the sandbox the preempted precreate finished", d)
+	}
+	if got := e.rt.PrecreatedIDs(); len(got) != 0 {
+		t.Fatalf("precreated = %v after the resume into it", got)
+	}
+}
+
+// startDuringPrecreate waits until the worker precreates machine id's
+// sandbox (held names it), then starts the machine, which must resume
+// from its snapshot with the app's counter at 4.
+func (e *env) startDuringPrecreate(t *testing.T, held <-chan string, id string) {
+	t.Helper()
 	select {
-	case <-held:
+	case sid := <-held:
+		if sid != sandboxID(id) {
+			t.Fatalf("precreating %s, want %s", sid, sandboxID(id))
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the worker did not precreate the suspended machine's sandbox")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := e.m.Start(ctx, "app", mc.ID)
+	resp, err := e.m.Start(ctx, "app", id)
 	if err != nil {
 		t.Fatalf("start while a precreate was in progress: %v", err)
 	}
 	if !resp.FromSnapshot {
 		t.Fatal("not resumed from the snapshot")
 	}
-	if d := e.lastEvent(mc.ID, model.EventResume).Start(); d == nil || !d.WarmSandbox {
-		t.Fatalf("resume event details = %+v, want the resume into the sandbox the preempted precreate finished", d)
-	}
-	if got := e.rt.Counter(sandboxID(mc.ID)); got != 4 {
+	if got := e.rt.Counter(sandboxID(id)); got != 4 {
 		t.Fatalf("counter = %d after the resume, want 4", got)
-	}
-	if got := e.rt.PrecreatedIDs(); len(got) != 0 {
-		t.Fatalf("precreated = %v after the resume into it", got)
 	}
 }

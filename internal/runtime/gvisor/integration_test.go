@@ -439,15 +439,7 @@ func TestSignalRightAfterBootKeepsTheExitStatus(t *testing.T) {
 		if err := rt.Boot(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
-		waited := waitInBackground(ctx, t, rt, spec.ID)
-		waitFor(t, 10*time.Second, "Wait to begin", func() bool {
-			rt.mu.Lock()
-			defer rt.mu.Unlock()
-			return len(rt.waits[spec.ID]) > 0
-		})
-		if err := rt.Signal(ctx, spec.ID, "SIGKILL"); err != nil {
-			t.Fatal(err)
-		}
+		waited := sigkillOnceWaited(ctx, t, rt, spec.ID)
 		select {
 		case es := <-waited:
 			if es.Code != 137 || es.Signal != "SIGKILL" {
@@ -457,6 +449,22 @@ func TestSignalRightAfterBootKeepsTheExitStatus(t *testing.T) {
 			t.Fatal("Wait did not return after SIGKILL")
 		}
 	}
+}
+
+// sigkillOnceWaited starts a Wait on sandbox id, sends it SIGKILL the
+// moment that Wait has begun, and returns the Wait's status to come.
+func sigkillOnceWaited(ctx context.Context, t *testing.T, rt *Runtime, id string) <-chan runtime.ExitStatus {
+	t.Helper()
+	waited := waitInBackground(ctx, t, rt, id)
+	waitFor(t, 10*time.Second, "Wait to begin", func() bool {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		return len(rt.waits[id]) > 0
+	})
+	if err := rt.Signal(ctx, id, "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	return waited
 }
 
 // waitInBackground runs Wait on sandbox id and delivers its status.
@@ -500,15 +508,7 @@ func TestSigkillAWaitMissedIsStillReported(t *testing.T) {
 	sleep 1
 fi`, ln.Addr().(*net.TCPAddr).Port))
 	ctx, _, spec := bootApp(t, rt, "sigmiss", "import time\nwhile True: time.sleep(1)")
-	waited := waitInBackground(ctx, t, rt, spec.ID)
-	waitFor(t, 10*time.Second, "Wait to begin", func() bool {
-		rt.mu.Lock()
-		defer rt.mu.Unlock()
-		return len(rt.waits[spec.ID]) > 0
-	})
-	if err := rt.Signal(ctx, spec.ID, "SIGKILL"); err != nil {
-		t.Fatal(err)
-	}
+	waited := sigkillOnceWaited(ctx, t, rt, spec.ID)
 	late := waitInBackground(ctx, t, rt, spec.ID)
 	for name, ch := range map[string]<-chan runtime.ExitStatus{"the Wait before the signal": waited, "the Wait after it": late} {
 		select {

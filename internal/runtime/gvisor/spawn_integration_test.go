@@ -19,20 +19,8 @@ type spawnLog struct{ path string }
 // notes every invocation, then runs the real runsc.
 func newSpawnCountingRuntime(t *testing.T) (*Runtime, *spawnLog) {
 	t.Helper()
-	requireIntegration(t)
-	dir := t.TempDir()
-	log := &spawnLog{path: filepath.Join(dir, "spawns")}
-	wrapper := filepath.Join(dir, "runsc")
-	script := "#!/bin/sh\necho \"$*\" >> " + log.path + "\nexec " + testRunsc + " \"$@\"\n"
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rt, err := New(Config{RunscPath: wrapper, RootDir: filepath.Join(dir, "root")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rt.Close() })
-	return rt, log
+	log := &spawnLog{path: filepath.Join(t.TempDir(), "spawns")}
+	return newWrappedRuntime(t, `echo "$*" >> `+log.path), log
 }
 
 // take returns the subcommands run since the last take.
